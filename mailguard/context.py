@@ -1,0 +1,57 @@
+"""What checks see: the connection (session) and the current transaction."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mailguard.clock import Clock
+from mailguard.verdict import CheckResult, Verdict
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass
+class Transaction:
+    """One MAIL FROM … DATA exchange. Recipients are kept as accepted (after checks)."""
+
+    mail_from: str
+    mail_params: dict[str, str] = field(default_factory=dict)
+    rcpts: list[str] = field(default_factory=list)
+    rcpt: str = ""  # the recipient being checked at the RCPT stage
+    size: int = 0
+    # header lines (without CRLF) that checks want prepended to the message
+    add_headers: list[str] = field(default_factory=list)
+    results: list[CheckResult] = field(default_factory=list)
+
+
+@dataclass
+class Session:
+    """One SMTP connection and what is known about the client."""
+
+    client_ip: IPAddress
+    client_port: int
+    clock: Clock
+    client_host: str = ""  # reverse DNS name (TCPREMOTEHOST) when known
+    local_ip: str = ""
+    local_port: int = 0
+    helo: str = ""
+    esmtp: bool = False
+    tls: bool = False
+    auth_user: str = ""
+    relay_client: bool = False
+    relay_suffix: str = ""  # RELAYCLIENT's value: appended to every recipient, as qmail does
+    env: Mapping[str, str] = field(default_factory=dict)
+    session_id: str = ""
+    deferred: list[Verdict] = field(default_factory=list)
+    results: list[CheckResult] = field(default_factory=list)
+    transaction: Transaction | None = None
+    transactions: int = 0
+
+    def record(self, result: CheckResult) -> None:
+        """Keep a result on the transaction when there is one, else on the session."""
+        if self.transaction is not None:
+            self.transaction.results.append(result)
+        else:
+            self.results.append(result)

@@ -1,0 +1,164 @@
+"""The pipeline runner: runs the checks of a stage in order, owns their timeouts, their
+failure policy (tempfail by default, open only when configured) and their mode
+(off | log | enforce). Checks never see each other's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from mailguard.context import Session
+from mailguard.errors import PermanentError, TemporaryError
+from mailguard.metrics import Metrics
+from mailguard.verdict import (
+    CONTINUE,
+    Action,
+    CheckResult,
+    Outcome,
+    Reply,
+    Stage,
+    Verdict,
+    tempfail,
+)
+
+log = logging.getLogger("mailguard.pipeline")
+
+
+class Mode(StrEnum):
+    OFF = "off"  # not run at all
+    LOG = "log"  # shadow mode: decide and record, never act
+    ENFORCE = "enforce"
+
+
+class OnError(StrEnum):
+    TEMPFAIL = "tempfail"  # the safe default: the client retries later
+    OPEN = "open"  # go on as if the check passed: logged and counted
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPolicy:
+    """How the runner treats one check (from `[checks.<name>]` in the config)."""
+
+    mode: Mode = Mode.ENFORCE
+    timeout_s: float = 30.0
+    on_error: OnError = OnError.TEMPFAIL
+
+
+class Check(Protocol):
+    """A policy check. `evaluate` returns a Verdict or raises TemporaryError/PermanentError."""
+
+    name: str
+    stages: frozenset[Stage]
+
+    async def evaluate(self, stage: Stage, session: Session) -> Verdict: ...
+
+
+ERROR_REPLY = Reply(451, "temporary failure, please try again later", "4.3.0")
+
+
+def declare_metrics(metrics: Metrics) -> None:
+    metrics.declare("mailguard_check_runs_total", "counter", "Check runs by check and outcome")
+    metrics.declare("mailguard_check_errors_total", "counter", "Check errors by check and policy")
+
+
+class Pipeline:
+    """Ordered checks with their policies."""
+
+    def __init__(self, checks: Sequence[tuple[Check, CheckPolicy]], metrics: Metrics) -> None:
+        self._checks = [(c, p) for c, p in checks if p.mode is not Mode.OFF]
+        self._metrics = metrics
+        declare_metrics(metrics)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c, _ in self._checks]
+
+    async def run(self, stage: Stage, session: Session) -> Verdict:
+        """Run the stage's checks; the first enforced verdict that stops wins. Deferred
+        verdicts are kept on the session and enforced by `enforce_deferred` at RCPT."""
+        for check, policy in self._checks:
+            if stage not in check.stages:
+                continue
+            verdict = await self._run_one(check, policy, stage, session)
+            if not verdict.stops:
+                continue
+            if verdict.deferred:
+                session.deferred.append(verdict)
+                continue
+            return verdict
+        return CONTINUE
+
+    async def _run_one(
+        self, check: Check, policy: CheckPolicy, stage: Stage, session: Session
+    ) -> Verdict:
+        clock = session.clock
+        started = clock.monotonic()
+        enforced = policy.mode is Mode.ENFORCE
+        try:
+            async with asyncio.timeout(policy.timeout_s):
+                verdict = await check.evaluate(stage, session)
+        except (TemporaryError, PermanentError, TimeoutError) as exc:
+            detail = str(exc) or f"timed out after {policy.timeout_s:g}s"
+            return self._error(check, policy, stage, session, detail, started)
+        outcome = {
+            Action.CONTINUE: Outcome.PASS,
+            Action.ACCEPT: Outcome.PASS,
+        }.get(verdict.action, Outcome.FAIL)
+        session.record(
+            CheckResult(
+                check.name,
+                stage,
+                outcome,
+                verdict.action,
+                enforced,
+                verdict.reason,
+                clock.monotonic() - started,
+            )
+        )
+        self._metrics.inc("mailguard_check_runs_total", check=check.name, outcome=str(outcome))
+        if not enforced and verdict.stops:
+            log.info("check=%s stage=%s shadow=%s reason=%s", check.name, stage,
+                     verdict.action, verdict.reason)
+            return CONTINUE
+        return verdict
+
+    def _error(
+        self,
+        check: Check,
+        policy: CheckPolicy,
+        stage: Stage,
+        session: Session,
+        detail: str,
+        started: float,
+    ) -> Verdict:
+        fail_closed = policy.on_error is OnError.TEMPFAIL and policy.mode is Mode.ENFORCE
+        action = Action.TEMPFAIL if fail_closed else Action.CONTINUE
+        session.record(
+            CheckResult(
+                check.name,
+                stage,
+                Outcome.ERROR,
+                action,
+                policy.mode is Mode.ENFORCE,
+                detail,
+                session.clock.monotonic() - started,
+            )
+        )
+        self._metrics.inc("mailguard_check_runs_total", check=check.name, outcome="error")
+        self._metrics.inc(
+            "mailguard_check_errors_total", check=check.name, policy=str(policy.on_error)
+        )
+        log.warning("check=%s stage=%s error=%r policy=%s", check.name, stage, detail,
+                    policy.on_error)
+        if fail_closed:
+            return tempfail(ERROR_REPLY, f"{check.name}: {detail}")
+        return CONTINUE
+
+
+def enforce_deferred(session: Session) -> Verdict:
+    """The first deferred verdict of the session, if any (called at RCPT)."""
+    return session.deferred[0] if session.deferred else CONTINUE
