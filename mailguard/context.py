@@ -20,7 +20,9 @@ class Transaction:
     mail_params: dict[str, str] = field(default_factory=dict)
     rcpts: list[str] = field(default_factory=list)
     rcpt: str = ""  # the recipient being checked at the RCPT stage
+    data: bytes = b""  # the message (LF line ends) from the DATA stage on
     size: int = 0
+    refused: list[str] = field(default_factory=list)  # "addr=code" of refused recipients
     # header lines (without CRLF) that checks want prepended to the message
     add_headers: list[str] = field(default_factory=list)
     results: list[CheckResult] = field(default_factory=list)

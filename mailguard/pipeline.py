@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from mailguard.context import Session
 from mailguard.errors import PermanentError, TemporaryError
 from mailguard.metrics import Metrics
+from mailguard.policy import CheckPolicy, Mode, OnError
 from mailguard.verdict import (
     CONTINUE,
     Action,
@@ -26,26 +25,6 @@ from mailguard.verdict import (
 )
 
 log = logging.getLogger("mailguard.pipeline")
-
-
-class Mode(StrEnum):
-    OFF = "off"  # not run at all
-    LOG = "log"  # shadow mode: decide and record, never act
-    ENFORCE = "enforce"
-
-
-class OnError(StrEnum):
-    TEMPFAIL = "tempfail"  # the safe default: the client retries later
-    OPEN = "open"  # go on as if the check passed: logged and counted
-
-
-@dataclass(frozen=True, slots=True)
-class CheckPolicy:
-    """How the runner treats one check (from `[checks.<name>]` in the config)."""
-
-    mode: Mode = Mode.ENFORCE
-    timeout_s: float = 30.0
-    on_error: OnError = OnError.TEMPFAIL
 
 
 class Check(Protocol):
@@ -103,7 +82,7 @@ class Pipeline:
                 verdict = await check.evaluate(stage, session)
         except (TemporaryError, PermanentError, TimeoutError) as exc:
             detail = str(exc) or f"timed out after {policy.timeout_s:g}s"
-            return self._error(check, policy, stage, session, detail, started)
+            return self._error(check, policy, stage, session, detail=detail, started=started)
         outcome = {
             Action.CONTINUE: Outcome.PASS,
             Action.ACCEPT: Outcome.PASS,
@@ -132,6 +111,7 @@ class Pipeline:
         policy: CheckPolicy,
         stage: Stage,
         session: Session,
+        *,
         detail: str,
         started: float,
     ) -> Verdict:

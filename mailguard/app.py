@@ -1,0 +1,123 @@
+"""Assembles the daemon from its configuration and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from mailguard.checks.relay import BadMailFromCheck, RelayCheck
+from mailguard.clock import Clock, SystemClock
+from mailguard.config import Config
+from mailguard.delivery.base import Delivery
+from mailguard.delivery.handover import MaildirDelivery, QmailQueueDelivery
+from mailguard.delivery.maildir import MaildirSpool
+from mailguard.frontend.server import SmtpServer
+from mailguard.frontend.services import Services
+from mailguard.metrics import Metrics
+from mailguard.pipeline import Check, Pipeline
+from mailguard.policy import CheckPolicy, Mode
+from mailguard.store.records import MessageRecord
+from mailguard.store.repo import Store
+
+log = logging.getLogger("mailguard.daemon")
+
+
+class RecordWriter:
+    """Writes message records to the store off the SMTP path: a slow or broken database
+    costs statistics (logged and counted), never a reply."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._queue: asyncio.Queue[MessageRecord | None] = asyncio.Queue(maxsize=10_000)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def put(self, rec: MessageRecord) -> None:
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            self._metrics.inc("mailguard_store_errors_total", kind="queue_full")
+
+    async def _run(self) -> None:
+        while (rec := await self._queue.get()) is not None:
+            try:
+                await self._store.record_message(rec)
+            except Exception as exc:
+                self._metrics.inc("mailguard_store_errors_total", kind="write")
+                log.warning("event=store_error error=%r", str(exc))
+
+    async def stop(self) -> None:
+        await self._queue.put(None)
+        if self._task is not None:
+            await self._task
+
+
+def build_delivery(config: Config, clock: Clock) -> Delivery:
+    d = config.delivery
+    if d.method == "qmail-queue":
+        return QmailQueueDelivery([d.qmail_queue], clock, timeout_s=d.timeout_s)
+    return MaildirDelivery(MaildirSpool(Path(d.spool), clock), clock)
+
+
+def build_checks(config: Config, services_domains: Services) -> list[tuple[Check, CheckPolicy]]:
+    """The ordered check list. Relay control is always enforced."""
+    server = config.server
+    return [
+        (BadMailFromCheck(server.badmailfrom), config.policy("badmailfrom")),
+        (RelayCheck(services_domains.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
+    ]
+
+
+async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit status."""
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    metrics.declare("mailguard_transactions_total", "counter", "SMTP transactions by outcome")
+    metrics.declare("mailguard_connections_total", "counter", "SMTP connections accepted")
+    store = await Store.open(config.store.url)
+    writer = RecordWriter(store, metrics)
+    services = Services.build(
+        config,
+        clock=clock,
+        metrics=metrics,
+        pipeline=Pipeline([], metrics),
+        delivery=build_delivery(config, clock),
+        record=writer.put,
+    )
+    services.pipeline = Pipeline(build_checks(config, services), metrics)
+    server = SmtpServer(services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    writer.start()
+    try:
+        await server.start()
+        log.info("event=ready hostname=%s domains=%s delivery=%s store=%s",
+                 config.server.hostname, ",".join(config.server.local_domains) or "-",
+                 config.delivery.method, _redact(config.store.url))
+        await stop.wait()
+        await server.shutdown(config.server.shutdown_grace_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await writer.stop()
+        with contextlib.suppress(Exception):
+            await store.close()
+    log.info("event=stopped")
+    return 0
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url

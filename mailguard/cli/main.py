@@ -1,0 +1,174 @@
+"""`mailguard` command line. Subcommands import their machinery lazily: `mailguard smtpd`
+and `mailguard queue` (started per connection / message) must stay lean.
+
+Exit status: 0 success, 1 runtime failure, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailguard import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    """--config, else $MAILGUARD_CONFIG, else the default file when it exists."""
+    from mailguard.config import DEFAULT_CONFIG_PATH  # noqa: PLC0415
+
+    if args.config:
+        return str(args.config)
+    env = os.environ.get("MAILGUARD_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Everyday flags: each one given replaces the config file's value."""
+    server: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    if getattr(args, "listen", None):
+        server["listen"] = list(args.listen)
+    if getattr(args, "domain", None):
+        server["local_domains"] = list(args.domain)
+    if getattr(args, "relay_network", None):
+        server["relay_networks"] = list(args.relay_network)
+    if getattr(args, "hostname", None):
+        server["hostname"] = args.hostname
+    if server:
+        out["server"] = server
+    if getattr(args, "spool", None):
+        out["delivery"] = {"method": "maildir", "spool": str(args.spool)}
+    if getattr(args, "qmail_queue", None):
+        out["delivery"] = {"method": "qmail-queue", "qmail_queue": str(args.qmail_queue)}
+    if getattr(args, "store", None):
+        out["store"] = {"url": args.store}
+    if getattr(args, "log_level", None):
+        out["log"] = {"level": args.log_level}
+    return out
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """The validated Config, or exit 2 with the file, key and reason on stderr."""
+    from mailguard.config import load  # noqa: PLC0415
+    from mailguard.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        return load(_config_path(args), _overrides(args))
+    except ConfigError as exc:
+        print(f"mailguard: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from mailguard.app import run_daemon  # noqa: PLC0415
+    from mailguard.errors import MailguardError  # noqa: PLC0415
+    from mailguard.logsetup import setup_logging  # noqa: PLC0415
+
+    config = load_config(args)
+    setup_logging(config.log.level, config.log.format)
+    try:
+        return asyncio.run(run_daemon(config))
+    except MailguardError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"mailguard: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from mailguard.config import to_toml  # noqa: PLC0415
+
+    config = load_config(args)
+    sys.stdout.write(to_toml(config))
+    print(f"# configuration OK ({config.source})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from mailguard.cli.db import run_db  # noqa: PLC0415
+
+    config = load_config(args)
+    return run_db(args.db_command, config.store.url)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", metavar="FILE",
+        help="TOML configuration file (default: $MAILGUARD_CONFIG, else "
+        "/etc/mailguard/mailguard.toml when it exists, else built-in defaults)",
+    )
+    p.add_argument("--store", metavar="URL",
+                   help="database URL (sqlite+aiosqlite:///FILE or postgresql://...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailguard",
+        description="qmail-compatible mail filtering pipeline",
+    )
+    parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the SMTP daemon",
+                           description="Run the SMTP daemon until SIGTERM.")
+    _add_common(serve)
+    serve.add_argument("--listen", action="append", metavar="HOST:PORT",
+                       help="address to listen on, repeatable ([::1]:25 for IPv6)")
+    serve.add_argument("--domain", action="append", metavar="DOMAIN",
+                       help="local domain to accept mail for (rcpthosts), repeatable; "
+                       "a leading '.' matches subdomains")
+    serve.add_argument("--relay-network", action="append", metavar="CIDR",
+                       help="client network allowed to relay, repeatable")
+    serve.add_argument("--hostname", metavar="NAME", help="this host's name (qmail 'me')")
+    target = serve.add_mutually_exclusive_group()
+    target.add_argument("--spool", metavar="DIR", help="deliver into a Maildir spool in DIR")
+    target.add_argument("--qmail-queue", metavar="PROGRAM",
+                        help="deliver through PROGRAM (qmail-queue protocol)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser(
+        "check", help="validate the configuration and print the effective values",
+        description="Validate the configuration (exit 2 on error) and print the effective "
+        "values, with the qmail control files applied.")
+    _add_common(check)
+    check.set_defaults(func=_cmd_config_check)
+
+    db = sub.add_parser("db", help="database schema tools")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, text in (("upgrade", "create or upgrade the database schema"),
+                       ("status", "show the schema revision (exit 1 when out of date)")):
+        p = db_sub.add_parser(name, help=text, description=text)
+        _add_common(p)
+        p.set_defaults(func=_cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

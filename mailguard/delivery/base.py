@@ -1,0 +1,25 @@
+"""The delivery interface: what the front end hands accepted mail to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailguard.verdict import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The outcome of one hand-over. `reply` is what the client gets for DATA: a 250 only
+    when the message is safely stored; a local fault is always a 4xx."""
+
+    accepted: bool
+    reply: Reply
+    queue_id: str = ""
+
+
+class Delivery(Protocol):
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
+        """Hand over `message` (LF line ends, qmail's stored form) for `rcpts`."""
+        ...

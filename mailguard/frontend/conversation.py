@@ -1,0 +1,245 @@
+"""One SMTP session's logic without sockets: each command in, a reply (and whether to
+close) out. The protocol adapter (protocol.py) does the bytes; this decides, following
+qmail-smtpd's behaviour and running the pipeline at each stage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from mailguard.context import Session, Transaction
+from mailguard.delivery.base import Delivered
+from mailguard.frontend import replies
+from mailguard.frontend.services import Services
+from mailguard.frontend.summary import summary_line
+from mailguard.pipeline import enforce_deferred
+from mailguard.qmail.address import AddressError, parse_path
+from mailguard.qmail.received import received_header
+from mailguard.qmail.relay import qualify
+from mailguard.store.records import MessageRecord
+from mailguard.verdict import Action, Reply, Stage, Verdict
+
+log = logging.getLogger("mailguard.smtp")
+
+EXEMPT_LOCALPARTS = frozenset({"postmaster", "abuse"})  # reach them even when blocked
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A reply, and whether the connection closes after it."""
+
+    reply: Reply
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """What the protocol read after DATA: the unstuffed message with LF line ends."""
+
+    message: bytes
+    size: int  # octets received (CRLF counted), for databytes
+    too_big: bool
+    hops: int  # Received: / Delivered-To: header lines
+
+
+class Conversation:
+    """The state of one SMTP session and its decisions."""
+
+    def __init__(self, services: Services, session: Session) -> None:
+        self.services = services
+        self.session = session
+        self.server = services.config.server
+        self._tx_started = 0.0
+
+    # --- connection ---------------------------------------------------------------------
+
+    def greeting(self) -> Reply:
+        return replies.greeting(self.server.greeting)
+
+    async def connect(self) -> Step:
+        """Run CONNECT checks; a non-deferred refusal closes the session after the reply."""
+        verdict = await self.services.pipeline.run(Stage.CONNECT, self.session)
+        if verdict.action in (Action.TEMPFAIL, Action.REJECT) and verdict.reply:
+            return Step(verdict.reply, close=True)
+        return Step(self.greeting())
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def helo(self, arg: str, *, esmtp: bool) -> Step:
+        self.session.helo = arg.strip()
+        self.session.esmtp = esmtp
+        verdict = await self.services.pipeline.run(Stage.HELO, self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            return refusal
+        host = self.server.hostname
+        if not esmtp:
+            return Step(replies.helo_reply(host))
+        size = self.server.databytes or 0
+        lines = [host, "PIPELINING", "8BITMIME", f"SIZE {size}" if size else "SIZE", "SMTPUTF8"]
+        return Step(Reply(250, "\n".join(lines)))
+
+    async def mail(self, arg: str) -> Step:
+        self._end_transaction("aborted")
+        try:
+            path = parse_path(arg, kind="mail")
+        except AddressError as exc:
+            return Step(exc.reply)
+        limit = self.server.databytes or 0
+        declared = path.params.get("SIZE", "")
+        if limit and declared.isdigit() and int(declared) > limit:
+            return Step(replies.DATABYTES)  # RFC 1870: refuse early what we would refuse later
+        self.session.transaction = Transaction(path.address, dict(path.params))
+        self._tx_started = self.services.clock.monotonic()
+        verdict = await self.services.pipeline.run(Stage.MAIL, self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            self.session.transaction = None
+            return refusal
+        return Step(replies.OK)
+
+    async def rcpt(self, arg: str) -> Step:
+        tx = self.session.transaction
+        if tx is None:
+            return Step(replies.MAIL_FIRST)
+        local_ips = [self.session.local_ip] if self.session.local_ip else []
+        try:
+            path = parse_path(
+                arg, kind="rcpt", local_ips=local_ips, localiphost=self.server.localiphost
+            )
+        except AddressError as exc:
+            return Step(exc.reply)
+        addr = qualify(path.address, self.server.hostname)
+        tx.rcpt = addr
+        verdict = await self.services.pipeline.run(Stage.RCPT, self.session)
+        if not verdict.stops and not self._exempt(addr):
+            verdict = enforce_deferred(self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            tx.refused.append(f"{addr}={refusal.reply.code}")
+            return refusal
+        if self.session.relay_suffix:
+            addr += self.session.relay_suffix  # qmail appends RELAYCLIENT's value
+        tx.rcpts.append(addr)
+        return Step(replies.OK)
+
+    def data_start(self) -> Step | None:
+        """The 503 for DATA out of order, or None: go ahead and read the message."""
+        tx = self.session.transaction
+        if tx is None:
+            return Step(replies.MAIL_FIRST)
+        if not tx.rcpts:
+            return Step(replies.RCPT_FIRST)
+        return None
+
+    async def data_end(self, data: Data) -> Step:
+        tx = self.session.transaction
+        assert tx is not None, "data_end without a transaction"
+        tx.size = data.size
+        if data.too_big:
+            return self._finish(Step(replies.DATABYTES), "rejected")
+        if data.hops >= self.server.max_hops:
+            return self._finish(Step(replies.TOO_MANY_HOPS), "rejected")
+        tx.data = data.message
+        verdict = await self.services.pipeline.run(Stage.DATA, self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            outcome = "tempfail" if refusal.reply.temporary else "rejected"
+            return self._finish(refusal, outcome)
+        message = self._received() + "".join(f"{h}\n" for h in tx.add_headers).encode(
+            "utf-8", "surrogateescape"
+        ) + data.message
+        # The hand-over finishes even if the client vanishes meanwhile: shielded, tracked.
+        task = asyncio.ensure_future(
+            self.services.delivery.deliver(tx.mail_from, list(tx.rcpts), message)
+        )
+        self.services.track(task)
+        delivered: Delivered = await asyncio.shield(task)
+        if delivered.accepted:
+            return self._finish(Step(delivered.reply), "accepted", delivered.queue_id)
+        outcome = "tempfail" if delivered.reply.temporary else "rejected"
+        return self._finish(Step(delivered.reply), outcome)
+
+    def rset(self) -> Step:
+        self._end_transaction("aborted")
+        return Step(replies.FLUSHED)
+
+    def quit(self) -> Step:
+        self._end_transaction("aborted")
+        return Step(replies.quit_reply(self.server.hostname), close=True)
+
+    def closed(self) -> None:
+        """The connection ended (any way): log an unfinished transaction."""
+        self._end_transaction("aborted")
+
+    def timeout(self) -> Step:
+        self._end_transaction("aborted")
+        return Step(replies.TIMEOUT, close=True)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _exempt(self, addr: str) -> bool:
+        local, _, domain = addr.rpartition("@")
+        return local.lower() in EXEMPT_LOCALPARTS and self.services.is_local_domain(domain)
+
+    def _refusal(self, verdict: Verdict) -> Step | None:
+        if verdict.action not in (Action.TEMPFAIL, Action.REJECT):
+            return None
+        reply = verdict.reply or (
+            Reply(451, "temporarily refused", "4.7.1")
+            if verdict.action is Action.TEMPFAIL
+            else Reply(554, "refused", "5.7.1")
+        )
+        return Step(reply, close=verdict.disconnect)
+
+    def _received(self) -> bytes:
+        s = self.session
+        proto = "ESMTP" if s.esmtp else "SMTP"
+        if s.tls:
+            proto += "S"
+        if s.auth_user:
+            proto += "A"
+        return received_header(
+            remote_ip=str(s.client_ip),
+            remote_host=s.client_host or None,
+            remote_info=s.env.get("TCPREMOTEINFO") or None,
+            helo=s.helo or None,
+            local_host=self.server.hostname,
+            protocol=proto,
+            when=self.services.clock.now(),
+        )
+
+    def _finish(self, step: Step, outcome: str, queue_id: str = "") -> Step:
+        self._end_transaction(outcome, step.reply.code, queue_id)
+        return step
+
+    def _end_transaction(self, outcome: str, code: int = 0, queue_id: str = "") -> None:
+        """Emit the one summary line (and store record) of a transaction, then forget it."""
+        tx = self.session.transaction
+        if tx is None:
+            return
+        self.session.transaction = None
+        if outcome == "aborted" and not tx.rcpts and not tx.refused:
+            return  # MAIL then nothing: not worth a line
+        self.session.transactions += 1
+        duration_ms = int((self.services.clock.monotonic() - self._tx_started) * 1000)
+        rec = MessageRecord(
+            ts=self.services.clock.now(),
+            session_id=self.session.session_id,
+            client_ip=str(self.session.client_ip),
+            helo=self.session.helo,
+            mail_from=tx.mail_from,
+            rcpts=tuple(tx.rcpts),
+            size=tx.size,
+            outcome=outcome,
+            reply_code=code,
+            queue_id=queue_id,
+            duration_ms=duration_ms,
+            verdicts=" ".join(
+                f"{r.check}={r.outcome}" for r in (*self.session.results, *tx.results)
+            ),
+        )
+        self.services.metrics.inc("mailguard_transactions_total", outcome=outcome)
+        log.info("%s", summary_line(rec, tx.refused))
+        self.services.record(rec)

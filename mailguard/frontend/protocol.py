@@ -1,0 +1,346 @@
+"""The bytes side of an SMTP session, on aiosmtpd's protocol class: aiosmtpd gives the
+transport, stream reader/writer, timer and (later) STARTTLS/AUTH machinery; the command
+loop and DATA reading are ours so that replies, CRLF strictness and limits are exactly
+qmail-smtpd's. Decisions are made by a Conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from aiosmtpd.smtp import SMTP
+
+from mailguard.context import Session
+from mailguard.frontend import replies
+from mailguard.frontend.conversation import Conversation, Data, Step
+from mailguard.frontend.services import Services
+from mailguard.verdict import Reply
+
+log = logging.getLogger("mailguard.smtp")
+
+COMMAND_LINE_LIMIT = 4096  # qmail has none; 4 KB is far above any legitimate command
+LONG_LINE_LIMIT = 64 << 20  # with no databytes, a single line beyond 64 MB is refused
+_HOP_PREFIXES = (b"received:", b"delivered-to:")
+
+
+class _NoHooks:
+    """aiosmtpd looks for handle_* hooks on its handler; ours live in Conversation."""
+
+
+class Tracker:
+    """Counts sessions (total and per IP) for the limits, and knows how to stop them."""
+
+    def __init__(self) -> None:
+        self.sessions: set[MailguardSMTP] = set()
+        self.per_ip: dict[str, int] = {}
+        self.shutting_down = False
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, proto: MailguardSMTP, ip: str) -> None:
+        self.sessions.add(proto)
+        self.empty.clear()
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+
+    def remove(self, proto: MailguardSMTP, ip: str) -> None:
+        if proto in self.sessions:
+            self.sessions.discard(proto)
+            left = self.per_ip.get(ip, 1) - 1
+            if left:
+                self.per_ip[ip] = left
+            else:
+                self.per_ip.pop(ip, None)
+            if not self.sessions:
+                self.empty.set()
+
+
+class MailguardSMTP(SMTP):
+    """One SMTP connection."""
+
+    line_length_limit = 65536  # StreamReader buffer; longer DATA lines are read in pieces
+
+    def __init__(
+        self,
+        services: Services,
+        tracker: Tracker,
+        *,
+        env: dict[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        server = services.config.server
+        super().__init__(
+            _NoHooks(),
+            hostname=server.hostname,
+            timeout=float(server.timeout_s or 1200),
+            enable_SMTPUTF8=True,
+            data_size_limit=None,
+            loop=asyncio.get_running_loop(),
+        )
+        self.services = services
+        self.tracker = tracker
+        self.env = env or {}
+        self.on_close = on_close
+        self.idle = False
+        self.conversation: Conversation | None = None
+        self._ip = ""
+
+    # --- aiosmtpd overrides ---------------------------------------------------------------
+
+    def _timeout_cb(self) -> None:
+        # qmail-smtpd: "451 timeout (#4.4.2)" and close.
+        if self.transport is not None and not self.transport.is_closing():
+            step = self.conversation.timeout() if self.conversation else Step(replies.TIMEOUT)
+            self._write(step.reply)
+            self.transport.close()
+
+    async def _handle_client(self) -> None:
+        conv = self._make_conversation()
+        self.conversation = conv
+        try:
+            step = self._limit_step() or await conv.connect()
+            await self._send(step)
+            while not step.close and self.transport is not None:
+                if self.tracker.shutting_down:
+                    await self._send(Step(replies.shutting_down(self.hostname), close=True))
+                    break
+                self.idle = True
+                line = await self._read_command()
+                self.idle = False
+                if line is None:
+                    step = Step(replies.LINE_TOO_LONG)
+                else:
+                    self._reset_timeout()
+                    step = await self._dispatch(line)
+                await self._send(step)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            conv.closed()
+            self.tracker.remove(self, self._ip)
+            if self.transport is not None:
+                self.transport.close()
+            if self.on_close is not None:
+                await self.on_close()
+
+    # --- session set-up -----------------------------------------------------------------------
+
+    def _make_conversation(self) -> Conversation:
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        sock = self.transport.get_extra_info("sockname") or ("", 0)
+        ip_text = self.env.get("TCPREMOTEIP") or str(peer[0])
+        try:
+            ip = ipaddress.ip_address(ip_text)
+        except ValueError:
+            ip = ipaddress.ip_address("0.0.0.0")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        self._ip = str(ip)
+        services = self.services
+        session = Session(
+            client_ip=ip,
+            client_port=int(peer[1]) if len(peer) > 1 else 0,
+            clock=services.clock,
+            client_host=self.env.get("TCPREMOTEHOST", ""),
+            local_ip=self.env.get("TCPLOCALIP") or str(sock[0]),
+            local_port=int(sock[1]) if len(sock) > 1 else 0,
+            env=self.env,
+            session_id=secrets.token_hex(6),
+        )
+        if services.is_relay_client(ip):
+            session.relay_client = True
+        self.tracker.add(self, self._ip)
+        services.metrics.inc("mailguard_connections_total")
+        return Conversation(services, session)
+
+    def _limit_step(self) -> Step | None:
+        server = self.services.config.server
+        host = server.hostname
+        if len(self.tracker.sessions) > server.max_connections:
+            self.services.metrics.inc("mailguard_connections_refused_total", reason="total")
+            return Step(replies.too_many_connections(host), close=True)
+        if self.tracker.per_ip.get(self._ip, 0) > server.max_connections_per_ip:
+            self.services.metrics.inc("mailguard_connections_refused_total", reason="per_ip")
+            return Step(replies.too_many_from_ip(host), close=True)
+        return None
+
+    # --- I/O ------------------------------------------------------------------------------
+
+    def _write(self, reply: Reply) -> None:
+        data = "".join(f"{line}\r\n" for line in reply.lines())
+        self._writer.write(data.encode("utf-8", "surrogateescape"))
+
+    async def _send(self, step: Step) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._write(step.reply)
+        await self._writer.drain()
+        if step.close:
+            self.transport.close()
+
+    async def shutdown_idle(self) -> None:
+        """Graceful stop: a session waiting for a command gets 421 now."""
+        if self.idle and self.transport is not None and not self.transport.is_closing():
+            await self._send(Step(replies.shutting_down(self.hostname), close=True))
+
+    def abort(self) -> None:
+        """The shutdown deadline passed: 421 and close, whatever the session was doing."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._write(replies.shutting_down(self.hostname))
+            self.transport.close()
+
+    async def _read_command(self) -> bytes | None:
+        """One command line (LF-terminated, CR optional as in qmail), or None when the line
+        exceeded COMMAND_LINE_LIMIT (the rest of it is read and dropped)."""
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            await self._reader.read(exc.consumed)
+            await self._discard_line()
+            return None
+        if len(line) > COMMAND_LINE_LIMIT:
+            return None
+        return line
+
+    async def _discard_line(self) -> None:
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.read(exc.consumed)
+
+    async def _dispatch(self, raw: bytes) -> Step:
+        conv = self.conversation
+        assert conv is not None
+        line = raw.rstrip(b"\n")
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if b"\0" in line:
+            return Step(replies.SYNTAX)
+        text = line.decode("utf-8", "surrogateescape")
+        verb, _, arg = text.partition(" ")
+        handler = self._verbs.get(verb.upper())
+        if handler is None:
+            return Step(replies.UNIMPLEMENTED)
+        return await handler(self, conv, arg)
+
+    # --- verbs ----------------------------------------------------------------------------
+
+    async def _helo(self, conv: Conversation, arg: str) -> Step:
+        return await conv.helo(arg, esmtp=False)
+
+    async def _ehlo(self, conv: Conversation, arg: str) -> Step:
+        return await conv.helo(arg, esmtp=True)
+
+    async def _mail(self, conv: Conversation, arg: str) -> Step:
+        return await conv.mail(arg)
+
+    async def _rcpt(self, conv: Conversation, arg: str) -> Step:
+        return await conv.rcpt(arg)
+
+    async def _rset(self, conv: Conversation, arg: str) -> Step:
+        return conv.rset()
+
+    async def _noop(self, conv: Conversation, arg: str) -> Step:
+        return Step(replies.OK)
+
+    async def _vrfy(self, conv: Conversation, arg: str) -> Step:
+        return Step(replies.VRFY)
+
+    async def _help(self, conv: Conversation, arg: str) -> Step:
+        return Step(replies.HELP)
+
+    async def _quit(self, conv: Conversation, arg: str) -> Step:
+        return conv.quit()
+
+    async def _data(self, conv: Conversation, arg: str) -> Step:
+        early = conv.data_start()
+        if early is not None:
+            return early
+        await self._send(Step(replies.GO_AHEAD))
+        data = await self._read_data()
+        if data is None:
+            conv.closed()
+            return Step(replies.BARE_LF, close=True)
+        return await conv.data_end(data)
+
+    _verbs: ClassVar[dict[str, Callable[[Any, Conversation, str], Awaitable[Step]]]] = {
+        "HELO": _helo,
+        "EHLO": _ehlo,
+        "MAIL": _mail,
+        "RCPT": _rcpt,
+        "RSET": _rset,
+        "NOOP": _noop,
+        "VRFY": _vrfy,
+        "HELP": _help,
+        "QUIT": _quit,
+        "DATA": _data,
+    }
+
+    async def _read_data(self) -> Data | None:
+        """Read the message up to the lone dot. Returns None on a bare LF (qmail answers
+        451 and closes: it is how SMTP smuggling starts). Dot-stuffing is undone and CRLF
+        becomes LF (qmail's stored form); over databytes the rest is read and dropped."""
+        limit = self.services.config.server.databytes or 0
+        out = bytearray()
+        size = 0
+        too_big = False
+        in_headers = True
+        hops = 0
+        reader = self._reader
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+                length = len(line)
+            except asyncio.LimitOverrunError as exc:
+                keep = 0 if too_big else (limit - size if limit else LONG_LINE_LIMIT)
+                line, length = await self._read_long_line(exc.consumed, keep)
+                too_big = too_big or length > len(line)
+            self._reset_timeout()
+            if len(line) < 2 or line[-2] != 0x0D:
+                return None
+            if line == b".\r\n":
+                break
+            if line[0] == 0x2E:
+                line = line[1:]
+                length -= 1
+            size += length - 1  # stored with LF, as qmail counts databytes
+            if too_big or (limit and size > limit):
+                too_big = True
+                out.clear()
+                continue
+            if in_headers:
+                if line == b"\r\n":
+                    in_headers = False
+                elif line[:13].lower().startswith(_HOP_PREFIXES):
+                    hops += 1
+            out += line[:-2]
+            out += b"\n"
+        return Data(bytes(out), size, too_big, hops)
+
+    async def _read_long_line(self, first: int, keep: int) -> tuple[bytes, int]:
+        """A line longer than the reader's buffer, read in pieces. At most `keep` bytes
+        are kept (plus the line's last two, to check its CRLF); returns (kept, length)."""
+        kept = bytearray()
+        length = 0
+        tail = b""
+        piece = await self._reader.read(first)
+        while True:
+            length += len(piece)
+            if len(kept) < keep:
+                kept += piece[: keep - len(kept)]
+            tail = (tail + piece)[-2:]
+            if piece.endswith(b"\n"):
+                break
+            try:
+                piece = await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._reader.read(exc.consumed)
+        if length > len(kept):
+            return bytes(kept[: max(0, len(kept) - 2)]) + tail, length
+        return bytes(kept), length

@@ -1,0 +1,66 @@
+"""Listeners, connection limits and graceful shutdown for the SMTP daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from mailguard.config import parse_hostport
+from mailguard.frontend.protocol import MailguardSMTP, Tracker
+from mailguard.frontend.services import Services
+
+log = logging.getLogger("mailguard.server")
+
+
+class SmtpServer:
+    """All SMTP listeners of one daemon process."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.tracker = Tracker()
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every `listen` address; returns the bound (host, port) pairs (port 0 is
+        resolved to the real port)."""
+        loop = asyncio.get_running_loop()
+        bound: list[tuple[str, int]] = []
+        for item in self.services.config.server.listen:
+            host, port = parse_hostport(item)
+            server = await loop.create_server(
+                lambda: MailguardSMTP(self.services, self.tracker),
+                host,
+                port,
+                reuse_address=True,
+                backlog=512,
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                bound.append((str(addr[0]), int(addr[1])))
+                if sock.family == socket.AF_INET6:
+                    log.info("event=listening address=[%s]:%d", addr[0], addr[1])
+                else:
+                    log.info("event=listening address=%s:%d", addr[0], addr[1])
+        return bound
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop accepting; sessions waiting for a command get 421 at once; transactions
+        in flight may finish for `grace_s` seconds; whatever is left then gets 421.
+        Hand-overs already started always complete (nothing that got a 250 is lost)."""
+        self.tracker.shutting_down = True
+        for server in self._servers:
+            server.close()
+        sessions = list(self.tracker.sessions)
+        log.info("event=shutdown sessions=%d grace_s=%g", len(sessions), grace_s)
+        for proto in sessions:
+            await proto.shutdown_idle()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.tracker.empty.wait(), grace_s)
+        for proto in list(self.tracker.sessions):
+            proto.abort()
+        await self.services.drain()
+        for server in self._servers:
+            await server.wait_closed()
