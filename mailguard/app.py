@@ -105,8 +105,8 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
         await stop.wait()
         await server.shutdown(config.server.shutdown_grace_s)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        # The signal handlers stay until the loop closes: a second SIGTERM during the
+        # shutdown must not kill a hand-over in progress.
         await writer.stop()
         with contextlib.suppress(Exception):
             await store.close()

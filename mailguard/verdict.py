@@ -88,7 +88,7 @@ def reject(reply: Reply, reason: str = "", *, disconnect: bool = False) -> Verdi
 class Outcome(StrEnum):
     """How a check went, for logs, headers and metrics."""
 
-    PASS = "pass"  # noqa: S105 - not a password
+    PASS = "pass"
     FAIL = "fail"
     SKIP = "skip"
     ERROR = "error"

@@ -110,7 +110,9 @@ class Conversation:
             )
         except AddressError as exc:
             return Step(exc.reply)
-        addr = qualify(path.address, self.server.hostname)
+        # Checks see the address as given: qmail accepts <postmaster> (no domain) whatever
+        # rcpthosts says, and qualifies it with its own name afterwards.
+        addr = path.address
         tx.rcpt = addr
         verdict = await self.services.pipeline.run(Stage.RCPT, self.session)
         if not verdict.stops and not self._exempt(addr):
@@ -119,6 +121,7 @@ class Conversation:
         if refusal:
             tx.refused.append(f"{addr}={refusal.reply.code}")
             return refusal
+        addr = qualify(addr, self.server.hostname)
         if self.session.relay_suffix:
             addr += self.session.relay_suffix  # qmail appends RELAYCLIENT's value
         tx.rcpts.append(addr)
@@ -180,7 +183,9 @@ class Conversation:
     # --- helpers ------------------------------------------------------------------------
 
     def _exempt(self, addr: str) -> bool:
-        local, _, domain = addr.rpartition("@")
+        local, at, domain = addr.rpartition("@")
+        if not at:
+            return addr.lower() in EXEMPT_LOCALPARTS
         return local.lower() in EXEMPT_LOCALPARTS and self.services.is_local_domain(domain)
 
     def _refusal(self, verdict: Verdict) -> Step | None:

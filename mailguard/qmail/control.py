@@ -1,0 +1,187 @@
+"""qmail control files (/var/qmail/control), read with qmail's own rules, plus the matching
+helpers qmail-smtpd applies to them (rcpthosts.c, bmfcheck()).
+
+Reading rules, from control.c:
+  control_readline — the first line, trailing " \\t\\n" stripped (not "\\r");
+  control_readint  — that line as an unsigned decimal;
+  control_readfile — every line, trailing " \\t\\n" stripped; empty lines and lines starting
+                     with "#" skipped; leading blanks kept.
+Defaults follow qmail-control(5) and qmail-smtpd: smtpgreeting, localiphost, defaultdomain
+and plusdomain fall back to `me`; databytes 0 (no limit); timeoutsmtpd 1200; tarpitcount 0
+(off) and tarpitdelay 5 (tarpit patch).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailguard.errors import ConfigError
+from mailguard.qmail.cdb import CdbError, CdbReader
+
+_STRIP = " \t\n"  # control.c striptrailingwhitespace(): exactly these three
+
+
+@dataclass(frozen=True, slots=True)
+class ControlFiles:
+    """The control files qmail-smtpd (and qmail-inject) read, after qmail's defaults.
+
+    `rcpthosts` is None when the file is missing: qmail-smtpd then accepts every recipient
+    domain (an open relay) and ignores morercpthosts.cdb — callers must treat None with care.
+    `morercpthosts` is the text file (qmail itself only consults the .cdb built from it by
+    qmail-newmrh); `morercpthosts_cdb` is that cdb, or None.
+    """
+
+    me: str | None = None
+    smtpgreeting: str | None = None
+    localiphost: str | None = None
+    rcpthosts: tuple[str, ...] | None = None
+    morercpthosts: tuple[str, ...] = ()
+    morercpthosts_cdb: CdbReader | None = None
+    databytes: int = 0
+    badmailfrom: tuple[str, ...] = ()
+    timeoutsmtpd: int = 1200
+    tarpitcount: int = 0
+    tarpitdelay: int = 5
+    defaultdomain: str | None = None
+    plusdomain: str | None = None
+
+    @property
+    def greeting_host(self) -> str | None:
+        """The first word of smtpgreeting: the host name qmail-smtpd puts in 250/221 replies."""
+        if not self.smtpgreeting:
+            return self.smtpgreeting
+        return self.smtpgreeting.split(" ", 1)[0]
+
+
+class _Dir:
+    """Reads single files of one control directory, raising ConfigError with its name."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(str(self.directory), name, reason)
+
+    def raw(self, name: str) -> bytes | None:
+        try:
+            return (self.directory / name).read_bytes()
+        except FileNotFoundError:
+            return None  # control.c: ENOENT means "not configured", anything else is fatal
+        except OSError as e:
+            raise self.error(name, f"unreadable: {e.strerror or e}") from e
+
+    def text(self, name: str) -> str | None:
+        data = self.raw(name)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise self.error(name, f"not UTF-8 at byte {e.start}") from e
+
+    def line(self, name: str) -> str | None:
+        """control_readline: the first line; an empty file gives ""."""
+        text = self.text(name)
+        if text is None:
+            return None
+        return text.split("\n", 1)[0].rstrip(_STRIP)
+
+    def lines(self, name: str) -> tuple[str, ...] | None:
+        """control_readfile (with flagme 0): non-empty lines not starting with "#"."""
+        text = self.text(name)
+        if text is None:
+            return None
+        return tuple(_entries(text.split("\n")))
+
+    def number(self, name: str, default: int) -> int:
+        """control_readint, but strict: qmail's scan_ulong would take "12k" as 12 and ignore
+        "abc"; a typo in a limit should be an error, not a silent default."""
+        line = self.line(name)
+        if line is None:
+            return default
+        if not (line.isascii() and line.isdigit()):
+            raise self.error(name, f"not a non-negative decimal number: {line!r}")
+        return int(line)
+
+
+def _entries(lines: Iterable[str]) -> Iterable[str]:
+    for line in lines:
+        entry = line.rstrip(_STRIP)
+        if entry and not entry.startswith("#"):
+            yield entry
+
+
+def read_control(directory: str | os.PathLike[str]) -> ControlFiles:
+    """Read a qmail control directory. Missing files get qmail's defaults; a missing
+    directory, an unreadable file or a malformed number raises ConfigError."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError(str(path), "", "not a directory")
+    d = _Dir(path)
+    me = d.line("me")
+    cdb: CdbReader | None = None
+    cdb_bytes = d.raw("morercpthosts.cdb")
+    if cdb_bytes is not None:
+        try:
+            cdb = CdbReader(cdb_bytes)
+        except CdbError as e:
+            raise d.error("morercpthosts.cdb", str(e)) from e
+    return ControlFiles(
+        me=me,
+        # control_rldef(..., flagme=1, 0): the file, else me.
+        smtpgreeting=_or(d.line("smtpgreeting"), me),
+        localiphost=_or(d.line("localiphost"), me),
+        rcpthosts=d.lines("rcpthosts"),
+        morercpthosts=d.lines("morercpthosts") or (),
+        morercpthosts_cdb=cdb,
+        databytes=d.number("databytes", 0),
+        badmailfrom=d.lines("badmailfrom") or (),
+        timeoutsmtpd=d.number("timeoutsmtpd", 1200),
+        tarpitcount=d.number("tarpitcount", 0),
+        tarpitdelay=d.number("tarpitdelay", 5),
+        defaultdomain=_or(d.line("defaultdomain"), me),
+        plusdomain=_or(d.line("plusdomain"), me),
+    )
+
+
+def _or(value: str | None, fallback: str | None) -> str | None:
+    # control_rldef only falls back when the file is missing; an empty file gives "".
+    return fallback if value is None else value
+
+
+def rcpthosts_match(
+    domain: str, hosts: Collection[str] | None, more: CdbReader | None = None
+) -> bool:
+    """Would qmail-smtpd accept a recipient at `domain` (the part after the last "@")?
+
+    rcpthosts.c: with no rcpthosts file (hosts None) everything is accepted. Otherwise the
+    lower-cased domain is looked up whole, then each suffix starting at a "." — so
+    "a.b.example.com" tries "a.b.example.com", ".b.example.com", ".example.com", ".com" —
+    first in rcpthosts (case-insensitive), then in morercpthosts.cdb (whose keys
+    qmail-newmrh lower-cased). An empty domain matches nothing.
+    """
+    if hosts is None:
+        return True
+    lowered = {h.lower() for h in hosts}
+    name = domain.lower()
+    # for (j = 0;j < len;++j) if (!j || (buf[j] == '.')) lookup(buf + j): none for "".
+    candidates = [name[i:] for i in range(len(name)) if i == 0 or name[i] == "."]
+    if any(c in lowered for c in candidates):
+        return True
+    if more is not None:
+        return any(c.encode("utf-8", "surrogateescape") in more for c in candidates)
+    return False
+
+
+def badmailfrom_match(addr: str, entries: Iterable[str]) -> bool:
+    """qmail-smtpd's bmfcheck(): the whole address, or "@domain" from its last "@",
+    matched case-insensitively (constmap). The null sender "" matches no entry."""
+    lowered = {e.lower() for e in entries}
+    addr = addr.lower()
+    if addr in lowered:
+        return True
+    at = addr.rfind("@")
+    return at != -1 and addr[at:] in lowered

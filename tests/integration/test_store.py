@@ -1,0 +1,308 @@
+"""The state layer against real databases: a SQLite file and the real PostgreSQL.
+
+Every `store_url` test runs on both backends. PostgreSQL comes from
+MAILGUARD_TEST_PG_URL (contrib/test-services.sh); each test gets its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
+
+from mailguard.errors import ConfigError, TemporaryError
+from mailguard.store import migrate
+from mailguard.store.engine import create_engine, normalise_url, safe_url
+from mailguard.store.errors import SchemaOutOfDate
+from mailguard.store.models import VERSION_TABLE, Base
+from mailguard.store.records import MessageRecord
+from mailguard.store.repo import Store, join_rcpts, split_rcpts
+
+PG_ENV = "MAILGUARD_TEST_PG_URL"
+
+
+def _pg_server_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if url:
+        return url
+    if os.environ.get("CI") or os.environ.get("MAILGUARD_REQUIRE_SERVICES"):
+        pytest.fail(f"{PG_ENV} is not set but services are required (CI)")
+    pytest.skip("PostgreSQL not started (contrib/test-services.sh start; MAILGUARD_TEST_PG_URL)")
+
+
+async def _pg_admin(server_url: str, sql: str) -> None:
+    engine = create_engine(server_url)
+    try:
+        async with engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL to an empty database; SQLite's file lies in a directory that does not exist yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state/mailguard.db"
+        return
+    server = _pg_server_url()
+    name = f"mg_test_{uuid.uuid4().hex[:16]}"
+    await _pg_admin(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    await migrate.upgrade(store_url)
+    opened = await Store.open(store_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rec(ts: float, outcome: str = "accepted", **kw: object) -> MessageRecord:
+    fields: dict[str, object] = {
+        "ts": ts,
+        "session_id": f"s-{ts}",
+        "client_ip": "192.0.2.7",
+        "helo": "mx.example.net",
+        "mail_from": "alice@example.net",
+        "rcpts": ("bob@example.org",),
+        "size": 1234,
+        "outcome": outcome,
+        "reply_code": 250,
+        "queue_id": "q1",
+        "duration_ms": 12,
+        "verdicts": "dnsbl=pass",
+    }
+    fields.update(kw)
+    return MessageRecord(**fields)  # type: ignore[arg-type]
+
+
+# --- schema lifecycle -------------------------------------------------------------------
+
+
+async def test_fresh_database_asks_for_upgrade(store_url: str) -> None:
+    assert await migrate.current_revision(store_url) is None
+    hint = f'database is not initialised: run "mailguard db upgrade --store {safe_url(store_url)}"'
+    with pytest.raises(SchemaOutOfDate) as info:
+        await migrate.ensure_current(store_url)
+    assert str(info.value) == hint
+    with pytest.raises(SchemaOutOfDate, match="not initialised"):
+        await Store.open(store_url)
+
+
+async def test_upgrade_is_idempotent_and_reaches_head(store_url: str) -> None:
+    head = migrate.head_revision()
+    assert await migrate.upgrade(store_url) == (None, head)
+    await migrate.ensure_current(store_url)
+    assert await migrate.current_revision(store_url) == head
+    assert await migrate.upgrade(store_url) == (head, head)
+    store = await Store.open(store_url)
+    await store.close()
+
+
+async def test_concurrent_upgrades_both_succeed(store_url: str) -> None:
+    # Two MX hosts (or two admins) upgrading at once must not break the schema.
+    head = migrate.head_revision()
+    results = await asyncio.gather(migrate.upgrade(store_url), migrate.upgrade(store_url))
+    assert sorted(results, key=str) == sorted([(None, head), (head, head)], key=str)
+
+
+async def test_migrations_match_models(store_url: str) -> None:
+    # A table or column added to models.py without a revision (or vice versa) fails here.
+    await migrate.upgrade(store_url)
+
+    def diff(conn: Connection) -> list[object]:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return list(compare_metadata(ctx, Base.metadata))
+
+    engine = create_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_older_schema_names_both_revisions(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await migrate.upgrade(store_url)
+    # Pretend this code ships a newer revision than the database has.
+    monkeypatch.setattr(migrate, "head_revision", lambda: "0002")
+    expected = (
+        "database schema is at revision 0001, mailguard needs 0002: "
+        f'run "mailguard db upgrade --store {safe_url(store_url)}"'
+    )
+    with pytest.raises(SchemaOutOfDate) as info:
+        await migrate.ensure_current(store_url)
+    assert str(info.value) == expected
+    assert (info.value.current, info.value.head) == ("0001", "0002")
+    with pytest.raises(SchemaOutOfDate, match="mailguard needs 0002"):
+        await Store.open(store_url)
+    store = await Store.open(store_url, check_schema=False)
+    await store.close()
+
+
+async def test_schema_newer_than_code_is_refused(store_url: str) -> None:
+    await migrate.upgrade(store_url)
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'ffff'"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match=r"at revision ffff, newer than this mailguard knows"):
+        await Store.open(store_url)
+    with pytest.raises(SchemaOutOfDate, match="ffff"):
+        await migrate.upgrade(store_url)
+
+
+# --- message log ------------------------------------------------------------------------
+
+
+async def test_message_log_round_trip(store: Store) -> None:
+    many = tuple(f"user{i}@example.org" for i in range(300))
+    odd = ('"a,b"@example.org', '"back\\slash"@example.org', "plain@example.org")
+    utf8 = _rec(
+        1_800_000_000.125,
+        helo="mx.bücher.example",
+        mail_from="jörg@bücher.example",
+        rcpts=("用户@例子.广告", "ελένη@παράδειγμα.δοκιμή"),
+        verdicts="spamd=4.2 clamd=clean greylist=pass",
+    )
+    records = [
+        _rec(1_800_000_001.0, rcpts=many, size=2**40),
+        _rec(1_800_000_002.0, outcome="rejected", reply_code=554, rcpts=odd),
+        _rec(1_800_000_003.0, outcome="tempfail", reply_code=451, rcpts=()),
+        utf8,
+    ]
+    for rec in records:
+        await store.record_message(rec)
+
+    newest_first = sorted(records, key=lambda r: r.ts, reverse=True)
+    assert await store.recent_messages() == newest_first
+    assert await store.recent_messages(limit=2) == newest_first[:2]
+    assert await store.message_counts(0.0) == {"accepted": 2, "rejected": 1, "tempfail": 1}
+    assert await store.message_counts(1_800_000_002.0) == {"rejected": 1, "tempfail": 1}
+    assert await store.message_counts(1_900_000_000.0) == {}
+
+    assert await store.purge_messages(1_800_000_002.0) == 2
+    assert await store.recent_messages() == newest_first[:2]
+    assert await store.purge_messages(1_800_000_002.0) == 0
+
+
+async def test_rcpt_count_column_matches(store: Store) -> None:
+    await store.record_message(_rec(1.0, rcpts=("a@x", "b@x", '"c,d"@x')))
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(text("SELECT rcpts, rcpt_count FROM message_log"))).one()
+    assert tuple(row) == ('a@x,b@x,"c\\,d"@x', 3)
+
+
+async def test_purge_works_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailguard.store.repo.PURGE_BATCH", 3)
+    await asyncio.gather(*(store.record_message(_rec(float(i))) for i in range(10)))
+    assert await store.purge_messages(8.0) == 8
+    assert [r.ts for r in await store.recent_messages()] == [9.0, 8.0]
+
+
+async def test_concurrent_writers_all_land(store: Store) -> None:
+    await asyncio.gather(*(store.record_message(_rec(float(i))) for i in range(40)))
+    assert await store.message_counts(0.0) == {"accepted": 40}
+
+
+@pytest.mark.parametrize(
+    "rcpts",
+    [(), ("a@x",), ("", ""), ("a\\", ",b"), ('"x,y"@z', "\\,\\\\")],
+)
+def test_rcpt_text_round_trips(rcpts: tuple[str, ...]) -> None:
+    assert split_rcpts(join_rcpts(rcpts)) == rcpts
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+async def test_unreachable_postgres_is_temporary_and_hides_password() -> None:
+    url = f"postgresql://mailguard:s3cret-pw@127.0.0.1:{_closed_port()}/mailguard"
+    for attempt in (migrate.current_revision, migrate.upgrade, migrate.ensure_current):
+        with pytest.raises(TemporaryError) as info:
+            await attempt(url)
+        assert "s3cret-pw" not in str(info.value)
+        assert "127.0.0.1" in str(info.value)
+    with pytest.raises(TemporaryError):
+        await Store.open(url)
+    store = await Store.open(url, check_schema=False)
+    try:
+        with pytest.raises(TemporaryError, match="recording message") as info:
+            await store.record_message(_rec(1.0))
+        assert "s3cret-pw" not in str(info.value)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_unusable_path_is_temporary(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(TemporaryError, match="cannot create directory"):
+        await migrate.upgrade(f"sqlite:///{blocker}/sub/mailguard.db")
+
+
+# --- SQLite specifics -------------------------------------------------------------------
+
+
+async def test_sqlite_file_and_directory_created_with_wal(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "mailguard.db"
+    url = f"sqlite:///{path}"
+    # Asking for the revision must not leave an empty database behind.
+    assert await migrate.current_revision(url) is None
+    assert not path.parent.exists()
+    await migrate.upgrade(url)
+    assert path.is_file()
+    store = await Store.open(url)
+    try:
+        async with store.engine.connect() as conn:
+            pragmas = [
+                (await conn.execute(text(f"PRAGMA {name}"))).scalar_one()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            ]
+    finally:
+        await store.close()
+    assert pragmas == ["wal", 5000, 1]
+
+
+def test_url_normalisation() -> None:
+    assert normalise_url("sqlite:///var/db/x.db").drivername == "sqlite+aiosqlite"
+    assert normalise_url("postgres://u:p@h/d").drivername == "postgresql+asyncpg"
+    upgraded = normalise_url("postgresql://u:p%40ss@h:5433/d")
+    assert (upgraded.drivername, upgraded.password, upgraded.port) == (
+        "postgresql+asyncpg",
+        "p@ss",
+        5433,
+    )
+    assert safe_url("postgresql://u:p%40ss@h/d") == "postgresql://u@h/d"
+    with pytest.raises(ConfigError, match="unsupported database 'mysql'"):
+        normalise_url("mysql://u:p@h/d")
+    with pytest.raises(ConfigError) as info:
+        normalise_url("not a url with secret")
+    assert "secret" not in str(info.value)
