@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from mailguard.errors import ConfigError
-from mailguard.policy import CheckPolicy
+from mailguard.policy import CheckPolicy, Mode
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = "/etc/mailguard/mailguard.toml"
+# Checks a `[checks.<name>]` table may configure; the relay check is always enforced.
+KNOWN_CHECKS = ("badmailfrom", "relay")
 DEFAULT_STORE_URL = "sqlite+aiosqlite:////var/lib/mailguard/mailguard.db"
 
 
@@ -129,6 +131,14 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checks: Mapping[str, CheckPolicy] = field(default_factory=dict)
     source: str = "(defaults)"  # where the config came from, for messages
+
+    def validate(self) -> None:
+        for name, pol in self.checks.items():
+            if name not in KNOWN_CHECKS:
+                known = ", ".join(KNOWN_CHECKS)
+                raise _Invalid(f"checks.{name}", f"unknown check (known: {known})")
+            if name == "relay" and pol.mode is not Mode.ENFORCE:
+                raise _Invalid("checks.relay.mode", "relay control is always enforced")
 
     def policy(self, check: str, default: CheckPolicy | None = None) -> CheckPolicy:
         return self.checks.get(check, default or CheckPolicy())

@@ -14,12 +14,14 @@ and plusdomain fall back to `me`; databytes 0 (no limit); timeoutsmtpd 1200; tar
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from mailguard.errors import ConfigError
 from mailguard.qmail.cdb import CdbError, CdbReader
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
 
 _STRIP = " \t\n"  # control.c striptrailingwhitespace(): exactly these three
 
@@ -59,15 +61,16 @@ class ControlFiles:
 class _Dir:
     """Reads single files of one control directory, raising ConfigError with its name."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: str) -> None:
         self.directory = directory
 
     def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(str(self.directory), name, reason)
+        return ConfigError(self.directory, name, reason)
 
     def raw(self, name: str) -> bytes | None:
         try:
-            return (self.directory / name).read_bytes()
+            with open(os.path.join(self.directory, name), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             return None  # control.c: ENOENT means "not configured", anything else is fatal
         except OSError as e:
@@ -117,9 +120,9 @@ def _entries(lines: Iterable[str]) -> Iterable[str]:
 def read_control(directory: str | os.PathLike[str]) -> ControlFiles:
     """Read a qmail control directory. Missing files get qmail's defaults; a missing
     directory, an unreadable file or a malformed number raises ConfigError."""
-    path = Path(directory)
-    if not path.is_dir():
-        raise ConfigError(str(path), "", "not a directory")
+    path = os.fspath(directory)
+    if not os.path.isdir(path):
+        raise ConfigError(path, "", "not a directory")
     d = _Dir(path)
     me = d.line("me")
     cdb: CdbReader | None = None

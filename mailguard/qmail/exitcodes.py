@@ -8,7 +8,9 @@ anything else → temporary (qmail-queue(8)).
 
 from __future__ import annotations
 
-from mailguard.verdict import Reply
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
+if TYPE_CHECKING:
+    from mailguard.verdict import Reply
 
 EX_OK = 0
 EX_ADDR_TOO_LONG = 11  # an envelope address of 1003+ bytes
@@ -63,15 +65,18 @@ _TABLE: dict[int, tuple[bool, str]] = {
     EX_WAITPID_SURPRISE: (False, "qq waitpid surprise (#4.3.0)"),
 }
 
-CRASHED_REPLY = Reply(451, "qq crashed (#4.3.0)")
-EXEC_FAILED_REPLY = Reply(451, "unable to exec qq (#4.3.0)")
-TIMEOUT_REPLY = Reply(451, "qq timeout (#4.3.0)")
-READ_ERROR_REPLY = Reply(451, "qq read error (#4.3.0)")
+
+def _reply(code: int, text: str) -> Reply:
+    # Imported on first use: mailguard.verdict brings dataclasses and enum (~20 ms), which a
+    # per-message wrapper that only needs the exit-status constants should not pay for.
+    from mailguard.verdict import Reply  # noqa: PLC0415
+
+    return Reply(code, text)
 
 
 def accepted_reply(unix_time: float, qp: int) -> Reply:
     """qmail-smtpd's acceptmessage(): `250 ok <time> qp <pid of qmail-queue>`."""
-    return Reply(250, f"ok {int(unix_time)} qp {qp}")
+    return _reply(250, f"ok {int(unix_time)} qp {qp}")
 
 
 def reply_for_exit(code: int, custom: bytes = b"") -> Reply:
@@ -82,19 +87,19 @@ def reply_for_exit(code: int, custom: bytes = b"") -> Reply:
     """
     if code == EX_OK:
         raise ValueError("exit 0 is success: use accepted_reply(time, qp)")
-    if code < 0:
-        return CRASHED_REPLY
+    if code < 0:  # qmail.c: wait_crashed(wstat)
+        return _reply(451, "qq crashed (#4.3.0)")
     if code == EX_CUSTOM:
         reply = custom_reply(custom)
         if reply is not None:
             return reply
     entry = _TABLE.get(code)
     if entry is not None:
-        return Reply(554 if entry[0] else 451, entry[1])
+        return _reply(554 if entry[0] else 451, entry[1])
     # qmail.c default: "if ((exitcode >= 11) && (exitcode <= 40)) Dqq permanent problem".
     if 11 <= code <= 40:
-        return Reply(554, _PERM)
-    return Reply(451, _TEMP)
+        return _reply(554, _PERM)
+    return _reply(451, _TEMP)
 
 
 def is_permanent(code: int, custom: bytes = b"") -> bool:
@@ -119,7 +124,7 @@ def custom_reply(custom: bytes) -> Reply | None:
         return None
     code = 554 if text[:1] == b"D" else 451
     lines = text[1:].rstrip(b" \t\r\n").replace(b"\r\n", b"\n").split(b"\n")
-    return Reply(code, "\n".join(_safe(line) for line in lines))
+    return _reply(code, "\n".join(_safe(line) for line in lines))
 
 
 def _safe(line: bytes) -> str:

@@ -39,9 +39,6 @@ from mailguard.qmail.exitcodes import (
     EX_READ_ERROR,
     EX_TIMEOUT,
     EX_WAITPID_SURPRISE,
-    EXEC_FAILED_REPLY,
-    READ_ERROR_REPLY,
-    TIMEOUT_REPLY,
     accepted_reply,
     reply_for_exit,
 )
@@ -126,7 +123,7 @@ async def run_qmail_queue(
         try:
             pid = _spawn(program, env, cwd, moves)
         except OSError:
-            return QueueResult(EX_EXEC_FAILED, EXEC_FAILED_REPLY, b"", 0)
+            return QueueResult(EX_EXEC_FAILED, reply_for_exit(EX_EXEC_FAILED), b"", 0)
         finally:
             for child_end, _ in moves:
                 fds.close(child_end)
@@ -167,7 +164,8 @@ async def _converse(
         if not waiter.done():
             _kill(pid)
             await asyncio.wait({waiter}, timeout=_REAP_S)
-            return QueueResult(EX_TIMEOUT, TIMEOUT_REPLY, bytes(custom), pid, timed_out=True)
+            timeout = reply_for_exit(EX_TIMEOUT)
+            return QueueResult(EX_TIMEOUT, timeout, bytes(custom), pid, timed_out=True)
         code = waiter.result()
         # The program is gone; pipes only stay open if it left children holding them.
         await asyncio.wait(tasks, timeout=_EOF_GRACE_S)
@@ -175,15 +173,21 @@ async def _converse(
         text = bytes(custom)
         if code == EX_OK and not complete:
             # qmail.c: "case 0: if (!qq->flagerr) return ""; /* fall through */ case 54:".
-            return QueueResult(EX_READ_ERROR, READ_ERROR_REPLY, text, pid, input_complete=False)
+            read_error = reply_for_exit(EX_READ_ERROR)
+            return QueueResult(EX_READ_ERROR, read_error, text, pid, input_complete=False)
         reply = accepted_reply(clock.now(), pid) if code == EX_OK else reply_for_exit(code, text)
         return QueueResult(code, reply, text, pid, input_complete=complete)
     finally:
-        for task in tasks:
+        reaped = waiter.done()
+        pending = [t for t in (*tasks, waiter) if not t.done()]
+        for task in pending:
             task.cancel()
-        if not waiter.done():
+        if pending:
+            # Let them unregister their fds from the loop before the caller closes the fds:
+            # a late remove_reader() could hit a reused fd number. They end at once.
+            await asyncio.wait(pending)
+        if not reaped:
             # Cancelled, or not reaped within _REAP_S of SIGKILL: never leave it running.
-            waiter.cancel()
             _kill(pid)
             _reap_briefly(pid)
 

@@ -186,6 +186,8 @@ def test_config_errors_name_file_key_and_reason(tmp_path: Path) -> None:
         ),
         ('[delivery]\nmethod = "smtp"\n', "delivery.method", "must be one of"),
         ('[checks.relay]\nmode = "sometimes"\n', "checks.relay.mode", "must be one of"),
+        ('[checks.relay]\nmode = "log"\n', "checks.relay.mode", "relay control is always"),
+        ('[checks.nosuch]\nmode = "off"\n', "checks.nosuch", "unknown check"),
         ("[server\n", "(syntax)", ""),
     ]:
         cfg.write_text(text)
