@@ -45,8 +45,9 @@ cat <<MSG
 [quickstart] send a test message from another terminal:
 [quickstart]   swaks --server $LISTEN --from you@example.net --to postmaster@example.com
 [quickstart]   ls $HOME_DIR/spool/example.com/postmaster/new
-[quickstart] relaying is refused to strangers (this config lets 127.0.0.0/8 relay; try
-[quickstart]   swaks --server $LISTEN --to someone@foreign.test --local-interface <non-loopback IP>)
+[quickstart] relaying: 127.0.0.1 is a relay network in this config, 127.0.0.2 is a stranger:
+[quickstart]   swaks --server $LISTEN --to someone@foreign.test                              -> 250
+[quickstart]   swaks --server $LISTEN --to someone@foreign.test --local-interface 127.0.0.2  -> 553
 [quickstart] stop with Ctrl-C (SIGTERM): transactions in flight finish first.
 MSG
 exec .venv/bin/mailguard serve --config "$CONFIG" --listen "$LISTEN" \

@@ -39,3 +39,4 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiosmtpd logs every connection at INFO under its own name: keep ours only.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,13 +1,13 @@
 """The state layer against real databases: a SQLite file and the real PostgreSQL.
 
-Every `store_url` test runs on both backends. PostgreSQL comes from
-MAILGUARD_TEST_PG_URL (contrib/test-services.sh); each test gets its own database.
+Every `store_url` test runs on both backends. PostgreSQL is the server behind the
+`pg_url` fixture (tests/conftest.py: skips, or fails under CI, when it is not running);
+each test creates and drops its own database there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -27,18 +27,6 @@ from mailguard.store.models import VERSION_TABLE, Base
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store, join_rcpts, split_rcpts
 
-PG_ENV = "MAILGUARD_TEST_PG_URL"
-
-
-def _pg_server_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if url:
-        return url
-    if os.environ.get("CI") or os.environ.get("MAILGUARD_REQUIRE_SERVICES"):
-        pytest.fail(f"{PG_ENV} is not set but services are required (CI)")
-    pytest.skip("PostgreSQL not started (contrib/test-services.sh start; MAILGUARD_TEST_PG_URL)")
-
-
 async def _pg_admin(server_url: str, sql: str) -> None:
     engine = create_engine(server_url)
     try:
@@ -55,7 +43,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/state/mailguard.db"
         return
-    server = _pg_server_url()
+    server: str = request.getfixturevalue("pg_url")
     name = f"mg_test_{uuid.uuid4().hex[:16]}"
     await _pg_admin(server, f'CREATE DATABASE "{name}"')
     try:
