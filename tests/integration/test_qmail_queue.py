@@ -33,7 +33,8 @@ async def run(
     sender: str = "a@b.example",
     rcpts: tuple[str, ...] = ("c@d.example",),
     timeout_s: float = 20.0,
-    **kw: bool | str,
+    cwd: str | None = None,
+    custom_fd: bool = True,
 ) -> QueueResult:
     return await run_qmail_queue(
         program,
@@ -43,7 +44,8 @@ async def run(
         timeout_s=timeout_s,
         clock=FrozenClock(NOW),
         env=env,
-        **kw,  # type: ignore[arg-type]
+        cwd=cwd,
+        custom_fd=custom_fd,
     )
 
 

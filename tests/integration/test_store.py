@@ -27,6 +27,7 @@ from mailguard.store.models import VERSION_TABLE, Base
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store, join_rcpts, split_rcpts
 
+
 async def _pg_admin(server_url: str, sql: str) -> None:
     engine = create_engine(server_url)
     try:
