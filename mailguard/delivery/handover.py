@@ -61,7 +61,7 @@ class QmailQueueDelivery:
             env=self._env,
             clock=self._clock,
         )
-        if result.exit_code == 0:
+        if result.queued:
             return Delivered(True, result.reply, str(result.pid))
         log.warning(
             "event=delivery_failed method=qmail-queue exit=%d reply=%r",
