@@ -6,7 +6,7 @@ Portable types only, so one schema serves SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Double, Integer, MetaData, Text
+from sqlalchemy import BigInteger, Boolean, Double, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Alembic's version table; named for us because the PostgreSQL database may be shared
@@ -59,3 +59,131 @@ class MessageLog(Base):
     queue_id: Mapped[str] = mapped_column(Text())
     duration_ms: Mapped[int] = mapped_column(Integer())
     verdicts: Mapped[str] = mapped_column(Text())
+
+
+# --- SMTP-time policy (issue 3) -----------------------------------------------------------
+
+
+class IpOverride(Base):
+    """Per-IP/network override of the SMTP-time policy: "allow" beats every DNS blocklist
+    (and greylisting where configured), "deny" blocks. `network` is a canonical CIDR."""
+
+    __tablename__ = "ip_override"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    network: Mapped[str] = mapped_column(Text(), index=True)
+    action: Mapped[str] = mapped_column(Text())  # "allow" | "deny"
+    reason: Mapped[str] = mapped_column(Text(), default="")
+    created_ts: Mapped[float] = mapped_column(Double())
+    expires_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    created_by: Mapped[str] = mapped_column(Text(), default="")
+
+
+class GreylistEntry(Base):
+    """One greylisting triplet (Postgrey's model): `client_key` is the client's net (/24,
+    /64), exact IP or SPF-validated domain, `sender` is normalised."""
+
+    __tablename__ = "greylist"
+
+    client_key: Mapped[str] = mapped_column(Text(), primary_key=True)
+    sender: Mapped[str] = mapped_column(Text(), primary_key=True)
+    rcpt: Mapped[str] = mapped_column(Text(), primary_key=True)
+    first_seen: Mapped[float] = mapped_column(Double())
+    last_seen: Mapped[float] = mapped_column(Double(), index=True)
+    passed_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    deferrals: Mapped[int] = mapped_column(Integer(), default=0)
+
+
+class GreylistClient(Base):
+    """A client key's successful retries, for the auto-whitelist."""
+
+    __tablename__ = "greylist_client"
+
+    client_key: Mapped[str] = mapped_column(Text(), primary_key=True)
+    passes: Mapped[int] = mapped_column(Integer(), default=0)
+    first_seen: Mapped[float] = mapped_column(Double())
+    last_seen: Mapped[float] = mapped_column(Double(), index=True)
+
+
+class UserEvent(Base):
+    """Outbound activity of a sending identity (AUTH name, relay sender or client IP):
+    sliding-window counters are sums over these rows."""
+
+    __tablename__ = "user_event"
+    __table_args__ = (Index("ix_user_event_user_ts", "user", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(Text())
+    ts: Mapped[float] = mapped_column(Double(), index=True)
+    messages: Mapped[int] = mapped_column(Integer(), default=0)
+    rcpts: Mapped[int] = mapped_column(Integer(), default=0)
+    rcpt_domains: Mapped[str] = mapped_column(Text(), default="")  # comma-separated
+    subject: Mapped[str] = mapped_column(Text(), default="")
+
+
+class UserState(Base):
+    """Suspension and alert state of a sending identity."""
+
+    __tablename__ = "user_state"
+
+    user: Mapped[str] = mapped_column(Text(), primary_key=True)
+    suspended: Mapped[bool] = mapped_column(Boolean(), default=False)
+    suspended_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    reason: Mapped[str] = mapped_column(Text(), default="")
+    last_alert_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    alerts: Mapped[int] = mapped_column(Integer(), default=0)
+
+
+class Setting(Base):
+    """Global switches shared by every MX host (e.g. the outbound "panic" switch)."""
+
+    __tablename__ = "mailguard_setting"
+
+    key: Mapped[str] = mapped_column(Text(), primary_key=True)
+    value: Mapped[str] = mapped_column(Text())
+    updated_ts: Mapped[float] = mapped_column(Double())
+
+
+# --- content scanning and users (issues 4, 5) -----------------------------------------------
+
+
+class Userpref(Base):
+    """SpamAssassin's own user preference table: spamd started with `user_scores_dsn`
+    pointing at this database reads what mailguard (and its web page) writes. Rows for
+    `@GLOBAL`, `@~domain` (domain defaults, via user_scores_sql_custom_query) and users."""
+
+    __tablename__ = "userpref"
+
+    prefid: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100), index=True, default="")
+    preference: Mapped[str] = mapped_column(String(50), default="")
+    value: Mapped[str] = mapped_column(String(100), default="")
+
+
+class MailDomain(Base):
+    """Per-domain settings: spam filtering is off until the admin enables it."""
+
+    __tablename__ = "mail_domain"
+
+    domain: Mapped[str] = mapped_column(Text(), primary_key=True)
+    spam_enabled: Mapped[bool] = mapped_column(Boolean(), default=False)
+    spam_action: Mapped[str] = mapped_column(Text(), default="tag")
+    spam_box: Mapped[str] = mapped_column(Text(), default="")
+    language: Mapped[str] = mapped_column(Text(), default="")
+    updated_ts: Mapped[float] = mapped_column(Double())
+
+
+class MailUser(Base):
+    """A mail user: credentials (SMTP AUTH, web page) and own settings; NULL settings
+    fall back to the domain's."""
+
+    __tablename__ = "mail_user"
+
+    address: Mapped[str] = mapped_column(Text(), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean(), default=False)
+    spam_enabled: Mapped[bool | None] = mapped_column(Boolean(), nullable=True)
+    spam_action: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    spam_box: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    language: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    created_ts: Mapped[float] = mapped_column(Double())
