@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailguard.checks.relay import BadMailFromCheck, RelayCheck
@@ -48,7 +50,7 @@ class RecordWriter:
         while (rec := await self._queue.get()) is not None:
             try:
                 await self._store.record_message(rec)
-            except Exception as exc:
+            except Exception as exc:  # statistics must never stop the daemon
                 self._metrics.inc("mailguard_store_errors_total", kind="write")
                 log.warning("event=store_error error=%r", str(exc))
 
@@ -58,6 +60,24 @@ class RecordWriter:
             await self._task
 
 
+@dataclass
+class Resources:
+    """The long-lived clients a daemon builds once and passes to its checks."""
+
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    store: Store
+    delivery: Delivery
+    # called (in reverse order) when the daemon stops: close clients, flush, etc.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
 def build_delivery(config: Config, clock: Clock) -> Delivery:
     d = config.delivery
     if d.method == "qmail-queue":
@@ -65,12 +85,13 @@ def build_delivery(config: Config, clock: Clock) -> Delivery:
     return MaildirDelivery(MaildirSpool(Path(d.spool), clock), clock)
 
 
-def build_checks(config: Config, services_domains: Services) -> list[tuple[Check, CheckPolicy]]:
-    """The ordered check list. Relay control is always enforced."""
+def build_checks(res: Resources, services: Services) -> list[tuple[Check, CheckPolicy]]:
+    """The ordered check list: one line per check. Relay control is always enforced."""
+    config = res.config
     server = config.server
     return [
         (BadMailFromCheck(server.badmailfrom), config.policy("badmailfrom")),
-        (RelayCheck(services_domains.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
+        (RelayCheck(services.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
     ]
 
 
@@ -81,16 +102,18 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
     metrics.declare("mailguard_transactions_total", "counter", "SMTP transactions by outcome")
     metrics.declare("mailguard_connections_total", "counter", "SMTP connections accepted")
     store = await Store.open(config.store.url)
+    res = Resources(config, clock, metrics, store, build_delivery(config, clock))
+    res.closers.append(store.close)
     writer = RecordWriter(store, metrics)
     services = Services.build(
         config,
         clock=clock,
         metrics=metrics,
         pipeline=Pipeline([], metrics),
-        delivery=build_delivery(config, clock),
+        delivery=res.delivery,
         record=writer.put,
     )
-    services.pipeline = Pipeline(build_checks(config, services), metrics)
+    services.pipeline = Pipeline(build_checks(res, services), metrics)
     server = SmtpServer(services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,8 +131,7 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
         # The signal handlers stay until the loop closes: a second SIGTERM during the
         # shutdown must not kill a hand-over in progress.
         await writer.stop()
-        with contextlib.suppress(Exception):
-            await store.close()
+        await res.close()
     log.info("event=stopped")
     return 0
 

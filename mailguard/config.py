@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from mailguard.errors import ConfigError
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.settings.dns import DnsConfig
 
 T = TypeVar("T")
 
@@ -71,17 +72,17 @@ class ServerConfig:
 
     def validate(self) -> None:
         if not self.listen:
-            raise _Invalid("listen", "at least one HOST:PORT is needed")
+            raise Invalid("listen", "at least one HOST:PORT is needed")
         for item in self.listen:
             try:
                 parse_hostport(item)
             except ValueError as exc:
-                raise _Invalid("listen", str(exc)) from None
+                raise Invalid("listen", str(exc)) from None
         for net in self.relay_networks:
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise _Invalid("relay_networks", f"{net!r} is not a CIDR network") from None
+                raise Invalid("relay_networks", f"{net!r} is not a CIDR network") from None
         _nonneg("databytes", self.databytes)
         _positive("timeout_s", self.timeout_s)
         _positive("max_connections", self.max_connections)
@@ -102,7 +103,7 @@ class DeliveryConfig:
     def validate(self) -> None:
         _positive("timeout_s", self.timeout_s)
         if self.method == "maildir" and not self.spool:
-            raise _Invalid("spool", "a spool directory is needed for method = 'maildir'")
+            raise Invalid("spool", "a spool directory is needed for method = 'maildir'")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class StoreConfig:
     def validate(self) -> None:
         scheme = self.url.partition(":")[0].partition("+")[0]
         if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise _Invalid("url", f"unsupported database {scheme!r}: use sqlite or postgresql")
+            raise Invalid("url", f"unsupported database {scheme!r}: use sqlite or postgresql")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    # feature sections: one line each, the dataclass in mailguard/settings/<feature>.py
     checks: Mapping[str, CheckPolicy] = field(default_factory=dict)
     source: str = "(defaults)"  # where the config came from, for messages
 
@@ -136,16 +139,17 @@ class Config:
         for name, pol in self.checks.items():
             if name not in KNOWN_CHECKS:
                 known = ", ".join(KNOWN_CHECKS)
-                raise _Invalid(f"checks.{name}", f"unknown check (known: {known})")
+                raise Invalid(f"checks.{name}", f"unknown check (known: {known})")
             if name == "relay" and pol.mode is not Mode.ENFORCE:
-                raise _Invalid("checks.relay.mode", "relay control is always enforced")
+                raise Invalid("checks.relay.mode", "relay control is always enforced")
 
     def policy(self, check: str, default: CheckPolicy | None = None) -> CheckPolicy:
         return self.checks.get(check, default or CheckPolicy())
 
 
-class _Invalid(Exception):
-    """A validation failure of one key inside a section (turned into ConfigError)."""
+class Invalid(Exception):
+    """Raised by a section's `validate()` for one of its keys; the loader turns it into a
+    ConfigError naming the file and the full key."""
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(reason)
@@ -155,12 +159,12 @@ class _Invalid(Exception):
 
 def _positive(key: str, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise _Invalid(key, f"must be > 0, got {value}")
+        raise Invalid(key, f"must be > 0, got {value}")
 
 
 def _nonneg(key: str, value: float | None) -> None:
     if value is not None and value < 0:
-        raise _Invalid(key, f"must be >= 0, got {value}")
+        raise Invalid(key, f"must be >= 0, got {value}")
 
 
 # --- the strict, typed builder ------------------------------------------------------------
@@ -232,7 +236,7 @@ def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
     if validate is not None:
         try:
             validate()
-        except _Invalid as exc:
+        except Invalid as exc:
             raise ConfigError(source, f"{prefix}.{exc.key}" if prefix else exc.key,
                               exc.reason) from None
     return obj
@@ -310,9 +314,12 @@ def resolve(config: Config) -> Config:
 def to_toml(config: Config) -> str:
     """The effective configuration as TOML (what `mailguard config check` prints)."""
     lines: list[str] = [f"# effective configuration from {config.source}"]
-    for section in ("server", "delivery", "store", "log"):
-        lines.append(f"\n[{section}]")
+    for f_section in fields(config):
+        section = f_section.name
         obj = getattr(config, section)
+        if not is_dataclass(obj):
+            continue
+        lines.append(f"\n[{section}]")
         for f in fields(obj):
             lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
     for name, pol in sorted(config.checks.items()):
@@ -323,6 +330,11 @@ def to_toml(config: Config) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if is_dataclass(value) and not isinstance(value, type):
+        items = (f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in fields(value))
+        return "{ " + ", ".join(items) + " }"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, Enum):
         value = value.value
     if isinstance(value, bool):

@@ -26,6 +26,8 @@ class Transaction:
     # header lines (without CRLF) that checks want prepended to the message
     add_headers: list[str] = field(default_factory=list)
     results: list[CheckResult] = field(default_factory=list)
+    # what checks learn and share within the transaction, e.g. facts["spf"] = "pass"
+    facts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Session:
     session_id: str = ""
     deferred: list[Verdict] = field(default_factory=list)
     results: list[CheckResult] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)  # shared by checks, per connection
+    rcpt_count: int = 0  # recipients accepted in this connection (tarpitting)
     transaction: Transaction | None = None
     transactions: int = 0
 

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import sys
+from typing import Any
 
-from mailguard.errors import MailguardError
+
+def register(sub: Any) -> None:
+    from mailguard.cli.main import add_common  # noqa: PLC0415
+
+    db = sub.add_parser("db", help="database schema tools")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, text in (("upgrade", "create or upgrade the database schema"),
+                       ("status", "show the schema revision (exit 1 when out of date)")):
+        p = db_sub.add_parser(name, help=text, description=text)
+        add_common(p)
+        p.set_defaults(func=_cmd_db)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from mailguard.cli.main import load_config  # noqa: PLC0415
+
+    config = load_config(args)
+    return run_db(args.db_command, config.store.url)
 
 
 def run_db(action: str, url: str) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from mailguard.errors import MailguardError  # noqa: PLC0415
     from mailguard.store.engine import safe_url  # noqa: PLC0415
     from mailguard.store.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
 

@@ -6,6 +6,7 @@ Exit status: 0 success, 1 runtime failure, 2 usage or configuration error."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,12 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
+
+# Command groups living in their own modules: each has `register(subparsers)` and must be
+# cheap to import (argparse only; its handlers import their machinery when run).
+GROUPS = [
+    "mailguard.cli.db",
+]
 
 
 def _config_path(args: argparse.Namespace) -> str | None:
@@ -98,14 +105,8 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_db(args: argparse.Namespace) -> int:
-    from mailguard.cli.db import run_db  # noqa: PLC0415
-
-    config = load_config(args)
-    return run_db(args.db_command, config.store.url)
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser) -> None:
+    """--config and --store, which every subcommand understands."""
     p.add_argument(
         "--config", "-c", metavar="FILE",
         help="TOML configuration file (default: $MAILGUARD_CONFIG, else "
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the SMTP daemon",
                            description="Run the SMTP daemon until SIGTERM.")
-    _add_common(serve)
+    add_common(serve)
     serve.add_argument("--listen", action="append", metavar="HOST:PORT",
                        help="address to listen on, repeatable ([::1]:25 for IPv6)")
     serve.add_argument("--domain", action="append", metavar="DOMAIN",
@@ -147,16 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration and print the effective values",
         description="Validate the configuration (exit 2 on error) and print the effective "
         "values, with the qmail control files applied.")
-    _add_common(check)
+    add_common(check)
     check.set_defaults(func=_cmd_config_check)
 
-    db = sub.add_parser("db", help="database schema tools")
-    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    for name, text in (("upgrade", "create or upgrade the database schema"),
-                       ("status", "show the schema revision (exit 1 when out of date)")):
-        p = db_sub.add_parser(name, help=text, description=text)
-        _add_common(p)
-        p.set_defaults(func=_cmd_db)
+    for module in GROUPS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

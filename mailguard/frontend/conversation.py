@@ -125,6 +125,7 @@ class Conversation:
         if self.session.relay_suffix:
             addr += self.session.relay_suffix  # qmail appends RELAYCLIENT's value
         tx.rcpts.append(addr)
+        self.session.rcpt_count += 1
         return Step(replies.OK)
 
     def data_start(self) -> Step | None:
