@@ -17,6 +17,9 @@ class Delivered:
     accepted: bool
     reply: Reply
     queue_id: str = ""
+    # the qmail-queue exit status behind `reply` when a queue program answered (None for
+    # other hand-overs): the QMAILQUEUE wrapper passes it on unchanged
+    exit_code: int | None = None
 
 
 class Delivery(Protocol):

@@ -62,10 +62,10 @@ class QmailQueueDelivery:
             clock=self._clock,
         )
         if result.queued:
-            return Delivered(True, result.reply, str(result.pid))
+            return Delivered(True, result.reply, str(result.pid), result.exit_code)
         log.warning(
             "event=delivery_failed method=qmail-queue exit=%d reply=%r",
             result.exit_code,
             str(result.reply),
         )
-        return Delivered(False, result.reply)
+        return Delivered(False, result.reply, exit_code=result.exit_code)
