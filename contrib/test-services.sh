@@ -238,7 +238,22 @@ use_pyzor 0
 user_scores_dsn DBI:SQLite:dbname=$DIR/spamd-prefs.sqlite
 # user_scores_sql_username / user_scores_sql_password are left at their (empty) defaults:
 # written without a value SpamAssassin logs "missing value" config errors (fails --lint).
+# As contrib/spamd-sql.cf: @GLOBAL, then the domain's @~domain rows, then the user's (wins).
+user_scores_sql_custom_query SELECT preference, value FROM _TABLE_ WHERE username = _USERNAME_ OR username = '@GLOBAL' OR username = '@~' || _DOMAIN_ ORDER BY CASE WHEN username = '@GLOBAL' THEN 0 WHEN username LIKE '@~%' THEN 1 ELSE 2 END, prefid
 EOF
+    # The prefs database has mailguard's schema (its userpref table is SpamAssassin's), so
+    # tests prove that spamd reads what mailguard writes. mailguard keeps SQLite in WAL
+    # mode: spamd's user must be able to create the -wal/-shm files next to it.
+    if "$PYTHON" -c 'import mailguard.store.migrate' >/dev/null 2>&1; then
+        # = `mailguard db upgrade --store sqlite:///...`, without loading any configuration
+        "$PYTHON" -c 'import asyncio, sys; from mailguard.store.migrate import upgrade
+asyncio.run(upgrade(sys.argv[1]))' "sqlite:///$DIR/spamd-prefs.sqlite" \
+            || die "creating the mailguard schema in $DIR/spamd-prefs.sqlite failed"
+        if [ "$IS_ROOT" -eq 1 ]; then
+            chgrp "$(id -g "$SPAMD_USER")" "$DIR"
+            chmod 775 "$DIR"
+        fi
+    else
     # SpamAssassin's userpref table (sql/userpref_sqlite.sql semantics).
     "$PYTHON" - "$DIR/spamd-prefs.sqlite" <<'PY'
 import sqlite3, sys
@@ -257,6 +272,7 @@ con.executescript(
 con.commit()
 con.close()
 PY
+    fi
     chmod 0666 "$DIR/spamd-prefs.sqlite"
     own "$SPAMD_USER:" "$d" "$DIR/spamd-prefs.sqlite"
 }

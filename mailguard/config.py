@@ -16,13 +16,23 @@ from typing import Any, Literal, TypeVar
 
 from mailguard.errors import ConfigError
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.settings.auth import AuthConfig, TlsConfig
+from mailguard.settings.control import ControlConfig
 from mailguard.settings.dns import DnsConfig
+from mailguard.settings.dnsbl import DnsblConfig
+from mailguard.settings.greylist import GreylistConfig
+from mailguard.settings.limits import LimitsConfig, TarpitConfig
+from mailguard.settings.metrics import MetricsConfig
+from mailguard.settings.queue import QueueConfig
+from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
+from mailguard.settings.spf import SpfConfig
+from mailguard.settings.virus import VirusConfig
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = "/etc/mailguard/mailguard.toml"
 # Checks a `[checks.<name>]` table may configure; the relay check is always enforced.
-KNOWN_CHECKS = ("badmailfrom", "relay")
+KNOWN_CHECKS = ("badmailfrom", "relay", "dnsbl", "tarpit", "limits", "greylist", "spf")
 DEFAULT_STORE_URL = "sqlite+aiosqlite:////var/lib/mailguard/mailguard.db"
 
 
@@ -131,6 +141,21 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tarpit: TarpitConfig = field(default_factory=TarpitConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    greylist: GreylistConfig = field(default_factory=GreylistConfig)
+    spf: SpfConfig = field(default_factory=SpfConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    clamd: ClamdConfig = field(default_factory=ClamdConfig)
+    spamd: SpamdConfig = field(default_factory=SpamdConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    virus: VirusConfig = field(default_factory=VirusConfig)
     # feature sections: one line each, the dataclass in mailguard/settings/<feature>.py
     checks: Mapping[str, CheckPolicy] = field(default_factory=dict)
     source: str = "(defaults)"  # where the config came from, for messages
@@ -280,10 +305,12 @@ def resolve(config: Config) -> Config:
     """Fill unset server values from qmail's control files (if a control dir is set),
     then from the defaults; domains from rcpthosts/morercpthosts are added to the list."""
     server = config.server
+    tarpit = config.tarpit
     if server.qmail_control_dir:
         from mailguard.qmail.control import read_control  # noqa: PLC0415 - only when used
 
         ctl = read_control(server.qmail_control_dir)
+        tarpit = tarpit.filled(ctl.tarpitcount, ctl.tarpitdelay)  # tarpit patch's files
         # qmail reads rcpthosts and morercpthosts.cdb (not the text morercpthosts, which is
         # only qmail-newmrh's input). A missing rcpthosts makes qmail an open relay; here
         # it just adds no domain.
@@ -308,7 +335,7 @@ def resolve(config: Config) -> Config:
         databytes=server.databytes if server.databytes is not None else 0,
         timeout_s=server.timeout_s if server.timeout_s is not None else 1200,
     )
-    return replace(config, server=server)
+    return replace(config, server=server, tarpit=tarpit.filled(0, 5))
 
 
 def to_toml(config: Config) -> str:

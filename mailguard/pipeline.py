@@ -140,5 +140,8 @@ class Pipeline:
 
 
 def enforce_deferred(session: Session) -> Verdict:
-    """The first deferred verdict of the session, if any (called at RCPT)."""
+    """The first deferred verdict of the session, if any (called at RCPT). A client that
+    authenticated after connecting is not held to connect-time (DNSBL) refusals."""
+    if session.auth_user:
+        return CONTINUE
     return session.deferred[0] if session.deferred else CONTINUE

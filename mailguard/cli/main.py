@@ -25,6 +25,12 @@ Handler = Callable[[argparse.Namespace], int]
 # cheap to import (argparse only; its handlers import their machinery when run).
 GROUPS = [
     "mailguard.cli.db",
+    "mailguard.cli.domain",
+    "mailguard.cli.spampref",
+    "mailguard.cli.user",
+    "mailguard.cli.override",
+    "mailguard.cli.greylist",
+    "mailguard.cli.account",
 ]
 
 
@@ -81,13 +87,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
     from mailguard.app import run_daemon  # noqa: PLC0415
-    from mailguard.errors import MailguardError  # noqa: PLC0415
+    from mailguard.errors import ConfigError, MailguardError  # noqa: PLC0415
     from mailguard.logsetup import setup_logging  # noqa: PLC0415
 
     config = load_config(args)
     setup_logging(config.log.level, config.log.format)
     try:
         return asyncio.run(run_daemon(config))
+    except ConfigError as exc:  # found at start-up, e.g. a certificate that does not load
+        print(f"mailguard: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except MailguardError as exc:
         print(f"mailguard: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -157,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] in (["smtpd"], ["queue"]):  # per connection / message: no argparse
+        lean = importlib.import_module(f"mailguard.lean.{words[0]}")
+        return int(lean.main())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.func

@@ -78,6 +78,10 @@ class Conversation:
             return Step(replies.helo_reply(host))
         size = self.server.databytes or 0
         lines = [host, "PIPELINING", "8BITMIME", f"SIZE {size}" if size else "SIZE", "SMTPUTF8"]
+        if self.services.tls is not None and not self.session.tls:
+            lines.append("STARTTLS")
+        if self.services.auth is not None:
+            lines += self.services.auth.ehlo_keywords(self.session)
         return Step(Reply(250, "\n".join(lines)))
 
     async def mail(self, arg: str) -> Step:
@@ -164,6 +168,16 @@ class Conversation:
             return self._finish(Step(delivered.reply), "accepted", delivered.queue_id)
         outcome = "tempfail" if delivered.reply.temporary else "rejected"
         return self._finish(Step(delivered.reply), outcome)
+
+    def tls_started(self) -> None:
+        """RFC 3207 4.2: after the handshake, forget everything learnt before it (HELO/EHLO,
+        the transaction, AUTH); the client starts over with EHLO."""
+        self._end_transaction("aborted")
+        s = self.session
+        s.tls = True
+        s.helo = ""
+        s.esmtp = False
+        s.auth_user = ""
 
     def rset(self) -> Step:
         self._end_transaction("aborted")

@@ -9,6 +9,7 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ log = logging.getLogger("mailguard.smtp")
 COMMAND_LINE_LIMIT = 4096  # qmail has none; 4 KB is far above any legitimate command
 LONG_LINE_LIMIT = 64 << 20  # with no databytes, a single line beyond 64 MB is refused
 _HOP_PREFIXES = (b"received:", b"delivered-to:")
+_NO_REPLY = Step(Reply(0, ""))  # a verb that has answered already (STARTTLS)
 
 
 class _NoHooks:
@@ -153,6 +155,11 @@ class MailguardSMTP(SMTP):
         )
         if services.is_relay_client(ip):
             session.relay_client = True
+        if "RELAYCLIENT" in self.env:  # qmail-smtpd: set (even empty) = may relay, and
+            session.relay_client = True  # its value is appended to every recipient
+            session.relay_suffix = self.env["RELAYCLIENT"]
+        if self.transport.get_extra_info("sslcontext") is not None:
+            session.tls = True  # an implicit-TLS (SMTPS) listener
         self.tracker.add(self, self._ip)
         services.metrics.inc("mailguard_connections_total")
         return Conversation(services, session)
@@ -175,12 +182,35 @@ class MailguardSMTP(SMTP):
         self._writer.write(data.encode("utf-8", "surrogateescape"))
 
     async def _send(self, step: Step) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or step is _NO_REPLY:
             return
         self._write(step.reply)
         await self._writer.drain()
         if step.close:
             self.transport.close()
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+        """RFC 3207: "220 ready to start TLS", then the handshake on this connection.
+        Whatever the client sent after STARTTLS came in clear text and is dropped
+        (CVE-2011-0411: injected commands must not run inside the TLS session)."""
+        assert isinstance(self.transport, asyncio.Transport)
+        self.transport.pause_reading()  # asyncio's start_tls would pause it after our drain
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        self._write(replies.TLS_READY)
+        timeout = self.services.config.tls.handshake_timeout_s
+        try:
+            await self._writer.start_tls(ctx, ssl_handshake_timeout=timeout)
+        except OSError as exc:  # ssl.SSLError, reset, handshake timeout
+            session = self.conversation.session if self.conversation else None
+            log.info("event=tls_failed session=%s client=%s error=%r",
+                     session.session_id if session else "-", self._ip,
+                     str(exc) or type(exc).__name__)
+            raise ConnectionError("TLS handshake failed") from exc
+        self.transport = self._writer.transport
+        # Python 3.11's StreamWriter.start_tls leaves the reader's flow control on the
+        # plain transport; pausing must go through the TLS one (as aiosmtpd does).
+        self._reader._transport = self.transport  # type: ignore[attr-defined]
+        self._reset_timeout()
 
     async def shutdown_idle(self) -> None:
         """Graceful stop: a session waiting for a command gets 421 now."""
@@ -269,6 +299,23 @@ class MailguardSMTP(SMTP):
             return Step(replies.BARE_LF, close=True)
         return await conv.data_end(data)
 
+    async def _starttls(self, conv: Conversation, arg: str) -> Step:
+        ctx = self.services.tls
+        if ctx is None:
+            return Step(replies.UNIMPLEMENTED)  # qmail's answer: no certificate configured
+        if conv.session.tls:
+            return Step(replies.TLS_ACTIVE)
+        if arg.strip():
+            return Step(replies.TLS_SYNTAX)
+        await self._start_tls(ctx)
+        conv.tls_started()
+        return _NO_REPLY  # the 220 went before the handshake
+
+    async def _auth(self, conv: Conversation, arg: str) -> Step:
+        if self.services.auth is None:
+            return Step(replies.UNIMPLEMENTED)
+        return await self.services.auth.command(conv.session, arg, self._ask)
+
     _verbs: ClassVar[dict[str, Callable[[Any, Conversation, str], Awaitable[Step]]]] = {
         "HELO": _helo,
         "EHLO": _ehlo,
@@ -280,7 +327,20 @@ class MailguardSMTP(SMTP):
         "HELP": _help,
         "QUIT": _quit,
         "DATA": _data,
+        "STARTTLS": _starttls,
+        "AUTH": _auth,
     }
+
+    async def _ask(self, challenge: str) -> str | None:
+        """One AUTH round trip: "334 <challenge>", then the client's line (None when too
+        long)."""
+        self._writer.write(f"334 {challenge}\r\n".encode("ascii"))
+        await self._writer.drain()
+        line = await self._read_command()
+        if line is None:
+            return None
+        self._reset_timeout()
+        return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
     async def _read_data(self) -> Data | None:
         """Read the message up to the lone dot. Returns None on a bare LF (qmail answers

@@ -24,6 +24,22 @@ BARE_LF = Reply(451, "See https://cr.yp.to/docs/smtplf.html.")
 TIMEOUT = Reply(451, "timeout (#4.4.2)")
 LOCAL_ERROR = Reply(451, "local error, please try again later (#4.3.0)")
 
+# STARTTLS (RFC 3207) and AUTH (RFC 4954): qmail has none, so these are mailguard's own.
+TLS_READY = Reply(220, "ready to start TLS")
+TLS_ACTIVE = Reply(503, "TLS already active", "5.5.1")
+TLS_SYNTAX = Reply(501, "syntax: STARTTLS takes no argument", "5.5.4")
+AUTH_OK = Reply(235, "authentication successful", "2.7.0")
+AUTH_FAILED = Reply(535, "authentication failed", "5.7.8")
+AUTH_NEEDS_TLS = Reply(538, "encryption required", "5.7.11")
+AUTH_ALREADY = Reply(503, "already authenticated", "5.5.1")
+AUTH_IN_TRANSACTION = Reply(503, "AUTH not permitted during a mail transaction", "5.5.1")
+AUTH_SYNTAX = Reply(501, "syntax: AUTH mechanism [initial-response]", "5.5.4")
+AUTH_MECHANISM = Reply(504, "unrecognized authentication type", "5.5.4")
+AUTH_CANCELLED = Reply(501, "authentication cancelled", "5.7.0")
+AUTH_UNDECODABLE = Reply(501, "cannot decode response", "5.5.2")
+AUTH_TEMPORARY = Reply(454, "temporary authentication failure", "4.7.0")
+AUTH_TOO_MANY = Reply(421, "too many failed logins", "4.7.0")
+
 
 def greeting(text: str) -> Reply:
     return Reply(220, f"{text} ESMTP")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 
 from mailguard.config import parse_hostport
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
@@ -27,23 +28,32 @@ class SmtpServer:
         resolved to the real port)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
-        for item in self.services.config.server.listen:
-            host, port = parse_hostport(item)
+        tls = self.services.config.tls
+        # (address, TLS context): the plain listeners, then the implicit-TLS (SMTPS) ones
+        listeners: list[tuple[str, ssl.SSLContext | None]] = [
+            (item, None) for item in self.services.config.server.listen
+        ]
+        listeners += [(item, self.services.tls) for item in tls.smtps_listen]
+        for item, ctx in listeners:
+            host, port = parse_hostport(item, 465 if ctx else 25)
             server = await loop.create_server(
                 lambda: MailguardSMTP(self.services, self.tracker),
                 host,
                 port,
                 reuse_address=True,
                 backlog=512,
+                ssl=ctx,
+                ssl_handshake_timeout=tls.handshake_timeout_s if ctx else None,
             )
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
                 bound.append((str(addr[0]), int(addr[1])))
+                mode = " tls=implicit" if ctx else ""
                 if sock.family == socket.AF_INET6:
-                    log.info("event=listening address=[%s]:%d", addr[0], addr[1])
+                    log.info("event=listening address=[%s]:%d%s", addr[0], addr[1], mode)
                 else:
-                    log.info("event=listening address=%s:%d", addr[0], addr[1])
+                    log.info("event=listening address=%s:%d%s", addr[0], addr[1], mode)
         return bound
 
     async def shutdown(self, grace_s: float) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailguard.clock import Clock
 from mailguard.config import Config
@@ -15,6 +16,9 @@ from mailguard.delivery.base import Delivery
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
 from mailguard.store.records import MessageRecord
+
+if TYPE_CHECKING:
+    from mailguard.frontend.smtpauth import SmtpAuth
 
 Recorder = Callable[[MessageRecord], None]
 
@@ -37,6 +41,8 @@ class Services:
     local_domains: frozenset[str] = field(default_factory=frozenset)
     local_subdomains: tuple[str, ...] = ()  # rcpthosts entries with a leading "."
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+    tls: ssl.SSLContext | None = None  # STARTTLS / SMTPS; None = no certificate configured
+    auth: SmtpAuth | None = None  # SMTP AUTH; None = not built (then AUTH is unimplemented)
 
     @classmethod
     def build(

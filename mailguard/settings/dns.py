@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
@@ -17,9 +18,10 @@ class DnsConfig:
 
         for ns in self.nameservers:
             try:
-                parse_hostport(ns, 53)
+                host, _ = parse_hostport(ns, 53)
+                ipaddress.ip_address(host)  # dnspython needs addresses, not names
             except ValueError as exc:
-                raise Invalid("nameservers", str(exc)) from None
+                raise Invalid("nameservers", f"{ns!r}: {exc}") from None
         if self.timeout_s <= 0:
             raise Invalid("timeout_s", f"must be > 0, got {self.timeout_s}")
         if self.cache_entries < 0:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,11 @@ class Daemon:
     @property
     def spool(self) -> Path:
         return self.tmp / "spool"
+
+    @property
+    def control(self) -> Path:
+        """The control socket (start_daemon's default: in the daemon's tmp directory)."""
+        return self.tmp / "control.sock"
 
     def read_log(self, wait_s: float = 0.0) -> str:
         """Everything logged so far (waits up to `wait_s` for more)."""
@@ -108,6 +114,8 @@ def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
     """Write the config (with `{tmp}` filled in), upgrade the store, start and wait for
     every listener."""
     text = config_toml.replace("{tmp}", str(tmp))
+    if "[control]" not in text:  # never the system-wide /run/mailguard/control.sock
+        text += f'\n[control]\nsocket = "{tmp}/control.sock"\n'
     cfg = tmp / "mailguard.toml"
     cfg.write_text(text)
     store = f"sqlite+aiosqlite:///{tmp}/mailguard.db"
@@ -118,7 +126,7 @@ def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     daemon = Daemon(proc, [], tmp)
-    expected = text.count(":0\"") or 1
+    expected = len(tomllib.loads(text).get("server", {}).get("listen", ["default"]))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:
         log = daemon.read_log(0.05).encode()

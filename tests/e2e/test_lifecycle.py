@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,3 +217,29 @@ def test_config_check_prints_effective_config_with_qmail_control_files(tmp_path:
     assert "databytes = 1000000" in out
     assert 'badmailfrom = ["@spam.test"]' in out
     assert "timeout_s = 1200" in out
+
+
+def test_prometheus_metrics_endpoint(
+    tmp_path: Path, make_daemon: Daemons, connect: Connect
+) -> None:
+    d = start_daemon(tmp_path, BASE_CONFIG + '\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    make_daemon.append(d)
+    c = connect(d)
+    c.reply()
+    assert codes(c.transaction("a@example.org", ["m@example.com"], body("metrics")))[-1] == 250
+    c.cmd("QUIT")
+    log = d.wait_log("event=metrics_listening")
+    port = int(log.split("event=metrics_listening address=127.0.0.1:")[1].split()[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, text = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b'mailguard_transactions_total{outcome="accepted"} 1' in text
+    assert b"mailguard_connections_total 1" in text
+    assert b'mailguard_check_runs_total{check="relay",outcome="pass"} 1' in text
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /other HTTP/1.1\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 404")

@@ -1,0 +1,126 @@
+"""`mailguard domain spam on|off|status DOMAIN` and `mailguard domain list`: spam filtering
+per domain (off until the admin enables it; new users of an enabled domain are covered
+without a row of their own). Exit status: 0 ok, 1 runtime failure, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailguard.config import Config
+    from mailguard.store.prefs import PrefsStore
+    from mailguard.store.prefs_records import DomainPrefs
+
+ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "delete")
+_DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+_ADDRESS_RE = re.compile(r"^[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+$")
+
+
+def register(sub: Any) -> None:
+    from mailguard.cli.main import add_common  # noqa: PLC0415
+
+    domain = sub.add_parser("domain", help="per-domain settings (spam filtering)",
+                            description="Per-domain settings in the store.")
+    dsub = domain.add_subparsers(dest="domain_command", metavar="ACTION", required=True)
+    spam = dsub.add_parser(
+        "spam", help="turn spam filtering on or off for a domain, or show it",
+        description="Spam filtering is off until enabled; 'on' covers every user of the "
+        "domain (users may still choose otherwise).")
+    spam.add_argument("state", choices=["on", "off", "status"])
+    spam.add_argument("domain", metavar="DOMAIN")
+    spam.add_argument("--action", choices=ACTIONS,
+                      help="what happens to spam (default: [spam] default_action)")
+    spam.add_argument("--box", metavar="ADDRESS",
+                      help="the domain's spam box for --action domain-box "
+                      "(default: spam@DOMAIN); '' resets it")
+    add_common(spam)
+    spam.set_defaults(func=_cmd_spam)
+    lst = dsub.add_parser("list", help="domains with settings")
+    add_common(lst)
+    lst.set_defaults(func=_cmd_list)
+
+
+def _cmd_spam(args: argparse.Namespace) -> int:
+    from mailguard.cli.main import EXIT_USAGE, load_config  # noqa: PLC0415
+
+    domain = args.domain.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.match(domain):
+        print(f"mailguard: {args.domain!r} is not a domain name", file=sys.stderr)
+        return EXIT_USAGE
+    if args.box and not _ADDRESS_RE.match(args.box):
+        print(f"mailguard: --box {args.box!r} is not an address", file=sys.stderr)
+        return EXIT_USAGE
+    if args.state == "status" and (args.action or args.box is not None):
+        print("mailguard: --action/--box go with 'on' or 'off'", file=sys.stderr)
+        return EXIT_USAGE
+    config: Config = load_config(args)
+
+    async def act(prefs: PrefsStore, now: float) -> int:
+        if args.state != "status":
+            await prefs.set_domain(domain, now, spam_enabled=args.state == "on",
+                                   spam_action=args.action, spam_box=args.box)
+        row = await prefs.domain(domain)
+        print(describe(row, domain, config))
+        return 0
+
+    return run(config, act)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from mailguard.cli.main import load_config  # noqa: PLC0415
+
+    config: Config = load_config(args)
+
+    async def act(prefs: PrefsStore, now: float) -> int:
+        rows = await prefs.domains()
+        for row in rows:
+            print(describe(row, row.domain, config))
+        if not rows:
+            print("no domain has settings (spam filtering is off everywhere)")
+        return 0
+
+    return run(config, act)
+
+
+def describe(row: DomainPrefs | None, domain: str, config: Config) -> str:
+    """One line an admin reads: state, action (and where spam goes)."""
+    if row is None or not row.spam_enabled:
+        return f"{domain}: spam filtering off"
+    action = row.spam_action or config.spam.default_action
+    text = f"{domain}: spam filtering on, action {action}"
+    if not row.spam_action:
+        text += " (default)"
+    if action == "domain-box":
+        text += f", box {row.spam_box or f'{config.spam.domain_box_localpart}@{domain}'}"
+    elif action == "central-box":
+        text += f", box {config.spam.central_box or '(not configured: tagging instead)'}"
+    elif action == "user-box":
+        text += f", box <user>-{config.spam.user_box_extension}@{domain}"
+    return text
+
+
+def run(config: Config, action: Callable[[PrefsStore, float], Awaitable[int]]) -> int:
+    """Open the store, run `action(prefs, now)`, close; store errors → exit 1."""
+    import asyncio  # noqa: PLC0415
+
+    from mailguard.clock import SystemClock  # noqa: PLC0415
+    from mailguard.errors import MailguardError  # noqa: PLC0415
+    from mailguard.store.prefs import PrefsStore  # noqa: PLC0415
+    from mailguard.store.repo import Store  # noqa: PLC0415
+
+    async def main() -> int:
+        store = await Store.open(config.store.url)
+        try:
+            return await action(PrefsStore(store.engine), SystemClock().now())
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except MailguardError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,46 @@
+"""Wiring of the control socket into the daemon (called by app.run_daemon)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mailguard.control.queueop import QueueOp
+from mailguard.control.server import ControlError, ControlServer
+from mailguard.control.session import SmtpOp
+from mailguard.delivery.handover import QmailQueueDelivery
+
+if TYPE_CHECKING:
+    from mailguard.app import Resources
+    from mailguard.frontend.protocol import Tracker
+    from mailguard.frontend.services import Services
+
+log = logging.getLogger("mailguard.control")
+
+
+async def start_control(res: Resources, services: Services,
+                        tracker: Tracker) -> ControlServer | None:
+    """Start the control socket; its closer (registered in `res`) lets queue hand-overs in
+    flight finish. A socket that cannot be set up is logged and the daemon goes on serving
+    SMTP: the drop-in processes then fail safe (421 / exit 71), nothing is accepted."""
+    config = res.config
+    queue_delivery = res.queue_delivery or QmailQueueDelivery(
+        [config.delivery.qmail_queue], res.clock, timeout_s=config.delivery.timeout_s
+    )
+    control = ControlServer(
+        config.control,
+        {"smtp": SmtpOp(services, tracker), "queue": QueueOp(queue_delivery, config.queue,
+                                                             res.clock)},
+        res.metrics,
+    )
+    try:
+        await control.start()
+    except ControlError as exc:
+        log.error("event=control_unavailable socket=%s error=%r", config.control.socket, str(exc))
+        return None
+
+    async def close() -> None:
+        await control.close(config.queue.deadline_s)
+
+    res.closers.append(close)
+    return control

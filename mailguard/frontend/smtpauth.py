@@ -1,0 +1,182 @@
+"""SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN: what is advertised, the
+challenge/response exchange and the decision. Credentials are checked by a backend
+(mailguard.auth); failed logins are delayed and counted per client IP, and too many close
+the connection. One SmtpAuth per daemon, shared by every session."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+
+from mailguard.auth.base import Authenticator
+from mailguard.auth.limiter import FailureCounter
+from mailguard.clock import Clock
+from mailguard.config import Config
+from mailguard.context import Session
+from mailguard.errors import TemporaryError
+from mailguard.frontend import replies
+from mailguard.frontend.conversation import Step
+from mailguard.metrics import Metrics
+from mailguard.settings.auth import AuthConfig
+from mailguard.store.repo import Store
+from mailguard.verdict import Reply
+
+log = logging.getLogger("mailguard.auth")
+
+# Sends "334 <challenge>" and returns the client's answer line (no CRLF), or None when the
+# line was too long.
+Ask = Callable[[str], Awaitable[str | None]]
+
+LOGIN_USER = base64.b64encode(b"Username:").decode()  # the LOGIN mechanism's prompts
+LOGIN_PASSWORD = base64.b64encode(b"Password:").decode()
+
+
+class _Abort(Exception):
+    """The exchange ends with this reply (cancelled, undecodable): not a failed login."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def decode_response(line: str | None) -> str:
+    """One client response: base64 of UTF-8 text; "=" is the empty response, "*" cancels."""
+    if line is None:
+        raise _Abort(replies.AUTH_UNDECODABLE)
+    line = line.strip()
+    if line == "*":
+        raise _Abort(replies.AUTH_CANCELLED)
+    if line == "=":
+        return ""
+    try:
+        return base64.b64decode(line, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise _Abort(replies.AUTH_UNDECODABLE) from None
+
+
+def parse_plain(message: str) -> tuple[str, str, str]:
+    """RFC 4616: authzid NUL authcid NUL passwd → (authzid, authcid, passwd)."""
+    parts = message.split("\0")
+    if len(parts) != 3:
+        raise _Abort(replies.AUTH_UNDECODABLE)
+    return parts[0], parts[1], parts[2]
+
+
+def _q(value: str) -> str:
+    """A logfmt value: quoted, non-printable characters escaped."""
+    text = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text) + '"'
+
+
+class SmtpAuth:
+    """AUTH for every session of a daemon."""
+
+    def __init__(self, config: AuthConfig, backend: Authenticator, clock: Clock,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.backend = backend
+        self.clock = clock
+        self.metrics = metrics
+        self.mechanisms = tuple(dict.fromkeys(m.upper() for m in config.mechanisms))
+        self.failures = FailureCounter(
+            config.max_failures_per_ip, config.failure_window_s, config.tracked_ips
+        )
+        metrics.declare("mailguard_auth_total", "counter", "SMTP AUTH attempts by result")
+
+    def offered(self, session: Session) -> bool:
+        return self.config.enabled and (session.tls or not self.config.require_tls)
+
+    def ehlo_keywords(self, session: Session) -> list[str]:
+        """The EHLO line for AUTH, when it may be used now (after STARTTLS by default)."""
+        return [f"AUTH {' '.join(self.mechanisms)}"] if self.offered(session) else []
+
+    async def command(self, session: Session, arg: str, ask: Ask) -> Step:
+        """The whole AUTH command: checks, exchange, verification, reply."""
+        if not self.config.enabled:
+            return Step(replies.UNIMPLEMENTED)
+        if session.auth_user:
+            return Step(replies.AUTH_ALREADY)
+        if not self.offered(session):
+            return Step(replies.AUTH_NEEDS_TLS)
+        if session.transaction is not None:
+            return Step(replies.AUTH_IN_TRANSACTION)
+        mech, _, initial = arg.strip().partition(" ")
+        mech = mech.upper()
+        if not mech:
+            return Step(replies.AUTH_SYNTAX)
+        if mech not in self.mechanisms:
+            return Step(replies.AUTH_MECHANISM)
+        ip = str(session.client_ip)
+        if self.failures.blocked(ip, self.clock.monotonic()):
+            self._record(session, mech, "", "locked")
+            return Step(replies.AUTH_TOO_MANY, close=True)
+        try:
+            user, password = await self._exchange(mech, initial.strip(), ask)
+        except _Abort as exc:
+            return Step(exc.reply)
+        try:
+            identity = (
+                await self.backend.verify(user, password, client_ip=ip)
+                if user and password
+                else None
+            )
+        except TemporaryError as exc:
+            self._record(session, mech, user, "tempfail", str(exc))
+            return Step(replies.AUTH_TEMPORARY)
+        if identity:
+            session.auth_user = identity
+            self._record(session, mech, user, "ok")
+            return Step(replies.AUTH_OK)
+        failures = self.failures.add(ip, self.clock.monotonic())
+        await self.clock.sleep(self.config.failure_delay_s)  # slows guessing down
+        if failures >= self.config.max_failures_per_ip:
+            self._record(session, mech, user, "locked")
+            return Step(replies.AUTH_TOO_MANY, close=True)
+        self._record(session, mech, user, "fail")
+        return Step(replies.AUTH_FAILED)
+
+    async def _exchange(self, mech: str, initial: str, ask: Ask) -> tuple[str, str]:
+        """(username, password) from the client; an authorization identity other than
+        the user's own is not allowed, which makes the login fail (empty password)."""
+        if mech == "PLAIN":
+            message = decode_response(initial if initial else await ask(""))
+            authzid, user, password = parse_plain(message)
+            if authzid and authzid != user:
+                return user, ""
+            return user, password
+        user = decode_response(initial) if initial else decode_response(await ask(LOGIN_USER))
+        password = decode_response(await ask(LOGIN_PASSWORD))
+        return user, password
+
+    def _record(self, session: Session, mech: str, user: str, result: str,
+                error: str = "") -> None:
+        """One log line per attempt (never the password) and the metric."""
+        self.metrics.inc("mailguard_auth_total", result=result)
+        level = logging.WARNING if result == "tempfail" else logging.INFO
+        extra = f" error={_q(error)}" if error else ""
+        log.log(level, "event=auth session=%s client=%s mechanism=%s user=%s backend=%s "
+                "result=%s%s", session.session_id, session.client_ip, mech, _q(user),
+                self.backend.name, result, extra)
+
+
+def build_smtp_auth(
+    config: Config, store: Store, clock: Clock, metrics: Metrics
+) -> SmtpAuth | None:
+    """The daemon's SmtpAuth from `[auth]`, or None when AUTH is off."""
+    cfg = config.auth
+    if not cfg.enabled:
+        return None
+    backend: Authenticator
+    if cfg.backend == "checkpassword":
+        from mailguard.auth.checkpassword import CheckpasswordAuth  # noqa: PLC0415
+
+        backend = CheckpasswordAuth(cfg.checkpassword, clock,
+                                    timeout_s=cfg.checkpassword_timeout_s)
+    else:
+        from mailguard.auth.users import UserTableAuth  # noqa: PLC0415
+        from mailguard.store.accounts import AccountStore  # noqa: PLC0415
+
+        backend = UserTableAuth(AccountStore(store.engine))
+    return SmtpAuth(cfg, backend, clock, metrics)

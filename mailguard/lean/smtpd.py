@@ -1,0 +1,78 @@
+"""`mailguard smtpd`: the drop-in for qmail-smtpd under tcpserver (docs/drop-in.md).
+
+Started once per connection, so it only hands the connection (fd 0, which tcpserver
+made the TCP socket, as fd 1) and its environment to the daemon over the control socket,
+waits until the daemon says the session is over, and exits — tcpserver's concurrency
+limit keeps counting real sessions. When the daemon cannot take the connection it
+answers `421 <host> service temporarily unavailable (#4.3.0)` itself and exits: a client
+is never served by something that cannot filter.
+
+Run as `mailguard smtpd`, `python3 -m mailguard.lean.smtpd` or the qmail-hooks/qmail-smtpd
+shim. Exit status: 0 the daemon served the session; 1 it could not (after the 421).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from mailguard.control import protocol
+from mailguard.lean import settings
+
+CONNECT_TIMEOUT_S = 5.0  # a daemon that accepts but does not answer is treated as down
+EXIT_SERVED = 0
+EXIT_UNAVAILABLE = 1
+
+
+def unavailable(environ: dict[str, str]) -> bytes:
+    """Our own line when the daemon is unreachable (qmail has none; RFC 5321 3.8: a 421
+    greeting, then close)."""
+    host = settings.hostname(environ)
+    return f"421 {host} service temporarily unavailable (#4.3.0)\r\n".encode()
+
+
+def main() -> int:
+    environ = dict(os.environ)
+    path = settings.control_socket(environ)
+    try:
+        sock = protocol.connect(path, CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        return _fail(environ, f"cannot reach the daemon at {path}: {exc.strerror or exc}")
+    try:
+        protocol.send_request(sock, {"v": protocol.VERSION, "op": "smtp", "env": environ}, [0])
+        sock.settimeout(None)  # the session lasts as long as the daemon's timeouts allow
+        reply = protocol.LineReader(sock).read()
+    except (OSError, protocol.ProtocolError) as exc:
+        return _fail(environ, f"control socket: {exc}")
+    finally:
+        sock.close()
+    if reply is None:
+        # The daemon closed without a word: it may have adopted the connection and died.
+        # Whatever it wrote stands; we must not add to it. Closing is safe: nothing that
+        # was not acknowledged with 250 was accepted.
+        _log("the daemon closed the control connection during the session")
+        return EXIT_UNAVAILABLE
+    if reply.get("error"):
+        return _fail(environ, f"the daemon refused the connection: {reply['error']}")
+    return EXIT_SERVED
+
+
+def _fail(environ: dict[str, str], why: str) -> int:
+    _log(why)
+    try:  # noqa: SIM105 - contextlib costs the per-process start-up ~3 ms
+        os.write(1, unavailable(environ))
+    except OSError:
+        pass
+    return EXIT_UNAVAILABLE
+
+
+def _log(text: str) -> None:
+    # stderr goes to the tcpserver service's log (multilog), like qmail-smtpd's messages
+    try:  # noqa: SIM105 - contextlib costs the per-process start-up ~3 ms
+        os.write(2, f"mailguard smtpd: {text}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The QUEUE stage: virus and spam scanning, per-recipient dispositions, groups."""

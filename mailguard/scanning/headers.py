@@ -1,0 +1,106 @@
+"""Header editing on a stored message (qmail's LF form; CRLF is kept if that is what the
+message uses): remove headers by name, prepend ours, prefix the Subject.
+
+Everything written here is sanitised: values are printable ASCII on one logical line,
+long values are folded, so nothing from a message or a scanner can inject a header or
+end the header block."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+FOLD_AT = 76
+
+
+def _newline(message: bytes) -> bytes:
+    first = message.split(b"\n", 1)[0]
+    return b"\r\n" if first.endswith(b"\r") else b"\n"
+
+
+def split(message: bytes) -> tuple[list[bytes], bytes]:
+    """(header lines with their line ends, the rest starting at the blank line)."""
+    lines: list[bytes] = []
+    pos = 0
+    while pos < len(message):
+        end = message.find(b"\n", pos)
+        end = len(message) if end < 0 else end + 1
+        line = message[pos:end]
+        if line in (b"\n", b"\r\n"):
+            break
+        lines.append(line)
+        pos = end
+    return lines, message[pos:]
+
+
+def _fields(lines: list[bytes]) -> list[list[bytes]]:
+    """Group header lines into fields (a field = its first line + continuation lines)."""
+    out: list[list[bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and out:
+            out[-1].append(line)
+        else:
+            out.append([line])
+    return out
+
+
+def field_name(first_line: bytes) -> str:
+    return first_line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+
+
+def edit(
+    message: bytes,
+    *,
+    drop: Callable[[str], bool] = lambda _name: False,
+    prepend: Sequence[str] = (),
+    subject_prefix: str = "",
+) -> bytes:
+    """Remove the fields whose lower-case name `drop` accepts, put `prepend` (complete
+    `Name: value` lines from `header_line`) on top, and put `subject_prefix` before the
+    Subject (adding a Subject when there is none)."""
+    nl = _newline(message)
+    lines, rest = split(message)
+    kept: list[list[bytes]] = [f for f in _fields(lines) if not drop(field_name(f[0]))]
+    if subject_prefix:
+        prefix = sanitise(subject_prefix).encode("ascii")
+        for f in kept:
+            if field_name(f[0]) == "subject":
+                _, colon, value = f[0].partition(b":")
+                value = value.lstrip(b" \t")
+                if not value.startswith(prefix):
+                    f[0] = f[0].split(b":", 1)[0] + colon + b" " + prefix + b" " + value
+                break
+        else:
+            kept.append([b"Subject: " + prefix + nl])
+    top = b"".join(line.replace("\n", nl.decode()).encode("ascii") + nl for line in prepend)
+    return top + b"".join(b"".join(f) for f in kept) + rest
+
+
+def sanitise(value: str) -> str:
+    """One line of printable ASCII: controls (CR, LF, NUL...) and non-ASCII become '?'."""
+    return _UNSAFE.sub("?", value)
+
+
+def header_line(name: str, value: str) -> str:
+    """`Name: value`, sanitised, folded at spaces/commas near FOLD_AT columns ("\\n\\t"
+    continuation; edit() turns "\\n" into the message's line end)."""
+    text = f"{name}: {sanitise(value)}"
+    if len(text) <= FOLD_AT:
+        return text
+    out: list[str] = []
+    line = ""
+    for token in re.findall(r"[^ ,]+[ ,]?|[ ,]", text):
+        if line and len(line) + len(token) > FOLD_AT:
+            out.append(line.rstrip(" "))
+            line = "\t"
+        line += token
+    out.append(line.rstrip(" "))
+    return "\n".join(o for o in out if o.strip())
+
+
+def multiline_header(name: str, lines: Sequence[str]) -> str:
+    """A header whose value spans lines (X-Spam-Report): each non-blank line becomes a
+    sanitised continuation line, so the header block cannot end inside it."""
+    body = [f"\t{sanitise(line.rstrip())[:FOLD_AT * 2]}" for line in lines if line.strip()]
+    return "\n".join([f"{name}:", *body]) if body else f"{name}: (empty)"

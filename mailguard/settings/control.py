@@ -1,0 +1,27 @@
+"""`[control]`: the daemon's unix control socket, through which the lean per-connection
+`mailguard smtpd` and per-message `mailguard queue` hand their work to the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_CONTROL_SOCKET = "/run/mailguard/control.sock"
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    enabled: bool = True  # false: no control socket (drop-in processes then fail safe)
+    socket: str = DEFAULT_CONTROL_SOCKET  # path; its directory is created at start-up
+    socket_mode: int = 0o660  # permissions of the socket file (qmaild/qmailq must connect)
+    socket_group: str = ""  # group name or number for the socket file; "" = leave as is
+
+    def validate(self) -> None:
+        from mailguard.config import Invalid  # noqa: PLC0415
+
+        if not self.socket.startswith("/"):
+            raise Invalid("socket", f"must be an absolute path, got {self.socket!r}")
+        if len(self.socket.encode()) > 107:  # sun_path holds 108 bytes with the NUL
+            raise Invalid("socket", "path too long for a unix socket (max 107 bytes)")
+        if not 0 <= self.socket_mode <= 0o777:
+            raise Invalid("socket_mode", f"must be a permission mode such as 0o660, "
+                          f"got {self.socket_mode:#o}")

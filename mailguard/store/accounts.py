@@ -1,0 +1,97 @@
+"""Mail accounts (`mail_user`): the credentials SMTP AUTH checks and `mailguard account`
+manages. Addresses are stored lower-case; every failure leaves as TemporaryError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from mailguard.store.engine import SQLITE_BEGIN, translate_errors
+from mailguard.store.models import MailUser
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    address: str
+    password_hash: str | None
+    disabled: bool
+    created_ts: float
+
+
+def normalise(address: str) -> str:
+    return address.strip().lower()
+
+
+class AccountStore:
+    """The `mail_user` rows, by address."""
+
+    def __init__(self, engine: AsyncEngine, url: str = "") -> None:
+        self._url = url or str(engine.url)
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._writer = async_sessionmaker(
+            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}), expire_on_commit=False
+        )
+
+    async def get(self, address: str) -> Account | None:
+        with translate_errors("reading mail user", self._url):
+            async with self._sessions() as session:
+                row = await session.get(MailUser, normalise(address))
+        return None if row is None else _account(row)
+
+    async def list(self) -> list[Account]:
+        with translate_errors("listing mail users", self._url):
+            async with self._sessions() as session:
+                rows = (await session.scalars(select(MailUser).order_by(MailUser.address))).all()
+        return [_account(r) for r in rows]
+
+    async def add(self, address: str, password_hash: str | None, now: float) -> bool:
+        """Create the account; False when it already exists (nothing changed)."""
+        addr = normalise(address)
+        with translate_errors("adding mail user", self._url):
+            async with self._writer.begin() as session:
+                if await session.get(MailUser, addr) is not None:
+                    return False
+                session.add(_new_row(addr, password_hash, now))
+        return True
+
+    async def set_password(self, address: str, password_hash: str, now: float) -> bool:
+        """Set or replace the password, creating the account if missing; True if created."""
+        addr = normalise(address)
+        with translate_errors("setting password", self._url):
+            async with self._writer.begin() as session:
+                row = await session.get(MailUser, addr)
+                if row is None:
+                    session.add(_new_row(addr, password_hash, now))
+                    return True
+                row.password_hash = password_hash
+        return False
+
+    async def set_disabled(self, address: str, disabled: bool) -> bool:
+        """False when there is no such account."""
+        query = (
+            update(MailUser).where(MailUser.address == normalise(address)).values(disabled=disabled)
+        )
+        return await self._change(query, "disabling mail user")
+
+    async def delete(self, address: str) -> bool:
+        """False when there is no such account."""
+        query = delete(MailUser).where(MailUser.address == normalise(address))
+        return await self._change(query, "deleting mail user")
+
+    async def _change(self, query: Any, what: str) -> bool:
+        with translate_errors(what, self._url):
+            async with self._writer.begin() as session:
+                result = cast("CursorResult[Any]", await session.execute(query))
+        return result.rowcount > 0
+
+
+def _new_row(address: str, password_hash: str | None, now: float) -> MailUser:
+    return MailUser(address=address, password_hash=password_hash, disabled=False, created_ts=now)
+
+
+def _account(row: MailUser) -> Account:
+    return Account(row.address, row.password_hash, bool(row.disabled), row.created_ts)

@@ -1,0 +1,165 @@
+"""Greylisting state (tables `greylist` and `greylist_client`), shared by every MX host
+that uses the same database.
+
+`update()` reads a triplet and its client in one transaction, lets a pure function decide,
+and writes what it returns. Two hosts may see the same triplet at once: on SQLite the
+transaction takes the write lock up front (BEGIN IMMEDIATE); on PostgreSQL the rows are
+read FOR UPDATE, and a concurrent first insert (IntegrityError) retries the whole
+transaction, which then sees the other host's row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailguard.store.engine import translate_errors
+from mailguard.store.greylist_records import (
+    ClientState,
+    GreylistStats,
+    TripletRow,
+    TripletState,
+)
+from mailguard.store.models import GreylistClient, GreylistEntry
+
+T = TypeVar("T")
+Decide = Callable[
+    [TripletState | None, ClientState | None], tuple[TripletState | None, ClientState | None, T]
+]
+ATTEMPTS = 3  # a lost insert race costs one more round; three means something is wrong
+
+_G = cast(Table, GreylistEntry.__table__)
+_C = cast(Table, GreylistClient.__table__)
+
+
+class GreylistStore:
+    """Repository of the greylisting tables on the store's engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    async def update(self, client_key: str, sender: str, rcpt: str, decide: Decide[T]) -> T:
+        """Read the triplet and the client, call `decide(triplet, client)` -> (new
+        triplet, new client, result), write the non-None states, return the result."""
+        with translate_errors("greylist update", self._engine.url):
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    async with self._writer.begin() as conn:
+                        return await self._update(conn, client_key, sender, rcpt, decide)
+                except IntegrityError:
+                    if attempt == ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _update(self, conn: AsyncConnection, client_key: str, sender: str, rcpt: str,
+                      decide: Decide[T]) -> T:
+        where = and_(_G.c.client_key == client_key, _G.c.sender == sender, _G.c.rcpt == rcpt)
+        row = (await conn.execute(
+            select(_G.c.first_seen, _G.c.last_seen, _G.c.passed_ts, _G.c.deferrals)
+            .where(where).with_for_update()
+        )).first()
+        crow = (await conn.execute(
+            select(_C.c.passes, _C.c.first_seen, _C.c.last_seen)
+            .where(_C.c.client_key == client_key).with_for_update()
+        )).first()
+        entry = TripletState(row[0], row[1], row[2], row[3]) if row else None
+        client = ClientState(crow[0], crow[1], crow[2]) if crow else None
+        new_entry, new_client, result = decide(entry, client)
+        if new_entry is not None:
+            values = {
+                "first_seen": new_entry.first_seen,
+                "last_seen": new_entry.last_seen,
+                "passed_ts": new_entry.passed_ts,
+                "deferrals": new_entry.deferrals,
+            }
+            if row is None:
+                await conn.execute(insert(_G).values(
+                    client_key=client_key, sender=sender, rcpt=rcpt, **values))
+            else:
+                await conn.execute(update(_G).where(where).values(**values))
+        if new_client is not None:
+            await self._put_client(conn, client_key, new_client, exists=crow is not None)
+        return result
+
+    @staticmethod
+    async def _put_client(conn: AsyncConnection, client_key: str, state: ClientState, *,
+                          exists: bool) -> None:
+        values = {"passes": state.passes, "first_seen": state.first_seen,
+                  "last_seen": state.last_seen}
+        if exists:
+            await conn.execute(update(_C).where(_C.c.client_key == client_key).values(**values))
+        else:
+            await conn.execute(insert(_C).values(client_key=client_key, **values))
+
+    async def allow(self, client_key: str, passes: int, now: float) -> ClientState:
+        """Whitelist a client key: its passes become at least `passes`."""
+        with translate_errors("greylist allow", self._engine.url):
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    async with self._writer.begin() as conn:
+                        crow = (await conn.execute(
+                            select(_C.c.passes, _C.c.first_seen)
+                            .where(_C.c.client_key == client_key).with_for_update()
+                        )).first()
+                        state = ClientState(max(passes, crow[0]) if crow else passes,
+                                            crow[1] if crow else now, now)
+                        await self._put_client(conn, client_key, state, exists=crow is not None)
+                        return state
+                except IntegrityError:
+                    if attempt == ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def purge(self, now: float, max_age_s: float, retry_window_s: float) -> tuple[int, int]:
+        """Forget triplets unseen for `max_age_s`, pending ones unseen for the retry window
+        (their next try starts over anyway), and clients unseen for `max_age_s`.
+        Returns (triplets, clients) deleted."""
+        old = now - max_age_s
+        stale = and_(_G.c.passed_ts.is_(None), _G.c.last_seen < now - retry_window_s)
+        with translate_errors("greylist purge", self._engine.url):
+            async with self._engine.begin() as conn:
+                res_t = await conn.execute(delete(_G).where(or_(_G.c.last_seen < old, stale)))
+                res_c = await conn.execute(delete(_C).where(_C.c.last_seen < old))
+        return (cast("CursorResult[Any]", res_t).rowcount,
+                cast("CursorResult[Any]", res_c).rowcount)
+
+    async def triplets(self, limit: int = 50) -> list[TripletRow]:
+        """The most recently seen triplets, newest first."""
+        query = (select(_G.c.client_key, _G.c.sender, _G.c.rcpt, _G.c.first_seen,
+                        _G.c.last_seen, _G.c.passed_ts, _G.c.deferrals)
+                 .order_by(_G.c.last_seen.desc()).limit(limit))
+        with translate_errors("greylist list", self._engine.url):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        return [TripletRow(r[0], r[1], r[2], TripletState(r[3], r[4], r[5], r[6])) for r in rows]
+
+    async def client(self, client_key: str) -> ClientState | None:
+        with translate_errors("greylist client", self._engine.url):
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(
+                    select(_C.c.passes, _C.c.first_seen, _C.c.last_seen)
+                    .where(_C.c.client_key == client_key)
+                )).first()
+        return ClientState(row[0], row[1], row[2]) if row else None
+
+    async def stats(self, whitelist_after: int) -> GreylistStats:
+        """Counts; `whitelisted` = clients with at least `whitelist_after` passes (0 = off)."""
+        passed = func.count(_G.c.passed_ts)  # COUNT(column) skips NULLs
+        with translate_errors("greylist stats", self._engine.url):
+            async with self._engine.connect() as conn:
+                total, n_passed = (await conn.execute(select(func.count(), passed)
+                                                      .select_from(_G))).one()
+                clients = (await conn.execute(select(func.count()).select_from(_C))).scalar_one()
+                white = 0
+                if whitelist_after > 0:
+                    white = (await conn.execute(
+                        select(func.count()).select_from(_C)
+                        .where(_C.c.passes >= whitelist_after)
+                    )).scalar_one()
+        return GreylistStats(int(total), int(n_passed), int(total) - int(n_passed),
+                             int(clients), int(white))

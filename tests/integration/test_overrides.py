@@ -1,0 +1,116 @@
+"""The override store (table ip_override) on a real SQLite file and the real PostgreSQL,
+and the daemon-side cache that reads it."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from mailguard.clock import FrozenClock
+from mailguard.errors import TemporaryError
+from mailguard.store import migrate
+from mailguard.store.engine import create_engine
+from mailguard.store.overrides import OverrideCache, OverrideStore
+from mailguard.store.repo import Store
+
+NOW = 1_800_000_000.0
+
+
+async def _pg_admin(server_url: str, sql: str) -> None:
+    engine = create_engine(server_url)
+    try:
+        async with engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated, empty store on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/mailguard.db"
+        name = ""
+    else:
+        server: str = request.getfixturevalue("pg_url")
+        name = f"mg_test_{uuid.uuid4().hex[:16]}"
+        await _pg_admin(server, f'CREATE DATABASE "{name}"')
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        await migrate.upgrade(url)
+        opened = await Store.open(url)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+    finally:
+        if name:
+            await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_add_list_replace_remove(store: Store) -> None:
+    repo = OverrideStore(store.engine)
+    added = await repo.add("192.0.2.0/24", "allow", reason="partner", now=NOW,
+                           created_by="admin")
+    assert (added.network, added.action, added.expires_ts) == ("192.0.2.0/24", "allow", None)
+    await repo.add("2001:DB8::/32", "deny", reason="spam", now=NOW, expires_ts=NOW + 60)
+    await repo.add("192.0.2.0/24", "deny", reason="changed", now=NOW + 1)  # replaces
+    entries = await repo.list()
+    assert [(e.network, e.action, e.reason, e.expires_ts) for e in entries] == [
+        ("192.0.2.0/24", "deny", "changed", None),
+        ("2001:db8::/32", "deny", "spam", NOW + 60),
+    ]
+    assert await repo.remove("192.0.2.0/24") is True
+    assert await repo.remove("192.0.2.0/24") is False
+    assert [e.network for e in await repo.list()] == ["2001:db8::/32"]
+    with pytest.raises(ValueError, match="host bits"):
+        await repo.add("192.0.2.1/24", "allow", now=NOW)
+
+
+async def test_cache_matches_refreshes_and_ignores_expired(store: Store) -> None:
+    repo = OverrideStore(store.engine)
+    clock = FrozenClock(NOW)
+    cache = OverrideCache(repo, clock, refresh_s=5)
+    await repo.add("192.0.2.0/24", "allow", now=NOW)
+    await repo.add("192.0.2.128/25", "deny", now=NOW, expires_ts=NOW + 30)
+    client = ipaddress.ip_address("192.0.2.200")
+    found = await cache.match(client)
+    assert found is not None and found.action == "deny"
+    await repo.remove("192.0.2.0/24")
+    clock.advance(4)  # within refresh_s: the cached copy answers
+    assert (await cache.match(ipaddress.ip_address("192.0.2.1"))) is not None
+    clock.advance(1)  # reloaded: the allow is gone
+    assert (await cache.match(ipaddress.ip_address("192.0.2.1"))) is None
+    clock.advance(30)  # the deny expired: ignored
+    assert (await cache.match(client)) is None
+
+
+async def test_cache_keeps_a_recent_copy_when_the_store_fails(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/mailguard.db"
+    await migrate.upgrade(url)
+    store = await Store.open(url)
+    clock = FrozenClock(NOW)
+    repo = OverrideStore(store.engine)
+    cache = OverrideCache(repo, clock, refresh_s=5, max_stale_s=60)
+    await repo.add("192.0.2.0/24", "allow", now=NOW)
+    assert await cache.match(ipaddress.ip_address("192.0.2.1")) is not None
+    async with store.engine.begin() as conn:  # the table vanishes: reads now fail
+        await conn.execute(text("DROP TABLE ip_override"))
+    try:
+        clock.advance(30)
+        assert await cache.match(ipaddress.ip_address("192.0.2.1")) is not None
+        clock.advance(31)  # older than max_stale_s: an error, not stale data
+        with pytest.raises(TemporaryError, match="listing overrides"):
+            await cache.match(ipaddress.ip_address("192.0.2.1"))
+        fresh = OverrideCache(repo, clock)  # never loaded: an error at once
+        with pytest.raises(TemporaryError):
+            await fresh.match(ipaddress.ip_address("192.0.2.1"))
+    finally:
+        await store.close()
