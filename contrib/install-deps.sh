@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Install the system packages mailguard and its test suite need (Debian/Ubuntu).
-# Idempotent: a machine that already has everything does no apt work at all.
+#   contrib/install-deps.sh [all|run]
+# all (default): everything the test suite talks to; run: what the quickstart runs
+# (python3-venv, swaks, clamd, spamd with SQLite preferences). Idempotent: a machine that
+# already has everything does no apt work at all. Package scripts start no daemons, and
+# services this install enabled are disabled again (mailguard runs its own instances).
 set -euo pipefail
+PROFILE="${1:-all}"
+case "$PROFILE" in all|run) ;; *) echo "usage: $0 [all|run]" >&2; exit 2 ;; esac
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -22,20 +28,28 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-packages=(clamav-daemon clamav clamdscan clamav-testfiles
-          spamassassin spamd spamc libdbd-sqlite3-perl libdbd-pg-perl
-          rbldnsd bind9-dnsutils ucspi-tcp swaks python3-venv)
+packages=(clamav-daemon clamav clamav-testfiles spamassassin spamd libdbd-sqlite3-perl
+          swaks python3-venv)
+commands=(clamd sigtool spamd swaks)
+if [ "$PROFILE" = all ]; then
+    packages+=(clamdscan spamc libdbd-pg-perl rbldnsd bind9-dnsutils ucspi-tcp)
+    commands+=(clamdscan spamc rbldnsd tcpserver dig)
+fi
 
 missing=()
-for cmd in clamd clamdscan sigtool spamd spamc rbldnsd tcpserver swaks dig; do
+for cmd in "${commands[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("command:$cmd")
 done
 [ -f /usr/share/clamav-testfiles/clam.exe ] || missing+=("file:clam.exe (clamav-testfiles)")
 # Perl DBD drivers for spamd's SQL user preferences.
 perl -MDBD::SQLite -e1 >/dev/null 2>&1 || missing+=("perl:DBD::SQLite")
-perl -MDBD::Pg -e1 >/dev/null 2>&1 || missing+=("perl:DBD::Pg")
+if [ "$PROFILE" = all ]; then
+    perl -MDBD::Pg -e1 >/dev/null 2>&1 || missing+=("perl:DBD::Pg")
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python3-venv")
-if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+if [ "$PROFILE" = run ]; then
+    :
+elif compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     log "PostgreSQL found: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
 else
     packages+=(postgresql)
@@ -66,6 +80,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Units enabled before the install are the admin's: left alone afterwards.
+UNITS=(clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql)
+have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+enabled_before=()
+if have_systemd; then
+    for unit in "${UNITS[@]}"; do
+        systemctl is-enabled --quiet "$unit" 2>/dev/null && enabled_before+=("$unit")
+    done
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 log "apt-get update"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update
@@ -85,8 +109,12 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y i
 
 # With systemd the units may still be enabled/started (policy-rc.d is not honoured by
 # every deb-systemd-invoke path): the tests run their own instances.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    for unit in clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql; do
+if have_systemd; then
+    for unit in "${UNITS[@]}"; do
+        if [[ " ${enabled_before[*]} " == *" $unit "* ]]; then
+            log "$unit was enabled before: left as it is"
+            continue
+        fi
         if systemctl list-unit-files "${unit}.service" >/dev/null 2>&1 \
                 && systemctl list-unit-files "${unit}.service" | grep -q "^${unit}.service"; then
             log "systemctl disable --now ${unit}"

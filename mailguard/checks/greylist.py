@@ -1,8 +1,9 @@
 """Greylisting at RCPT (Postgrey's model, state in the store; see docs/greylist.md).
 
 Stage RCPT, after relay control. Exempt: relay clients, authenticated users, configured
-client networks and recipients, allow-overrides (`mailguard override add --allow`), and
-null senders when configured. A store failure raises TemporaryError: the runner applies
+client networks and recipients, allow-overrides (`mailguard override add --allow`),
+clients refused at connect (DNSBL: they get the block reply instead), and null senders
+when configured. A store failure raises TemporaryError: the runner applies
 `[checks.greylist] on_error` (tempfail by default, as Postfix does when its greylisting
 policy server is down: nothing is lost, the client retries)."""
 
@@ -88,6 +89,10 @@ class GreylistCheck:
             cfg=self._cfg,
             exempt_nets=self._exempt_nets,
         )
+        if not reason and session.deferred:
+            # refused at connect (DNSBL, deny override, RBLSMTPD): its recipients get the
+            # block reply right after this check; postmaster@/abuse@ are not delayed
+            reason = "refused at connect"
         if not reason and self._cfg.honour_overrides and await self._allowed(session):
             reason = "allow override"
         if reason:

@@ -107,7 +107,8 @@ class LimitsCheck:
             self._metrics.inc("mailguard_limits_total", result="delayed")
             if self._enforce:
                 await session.clock.sleep(verdict.delay_s)
-            return Verdict(Action.CONTINUE, reason=f"user {user}: {verdict.describe()}")
+            shadow = "" if self._enforce else " (log mode: not slept)"
+            return Verdict(Action.CONTINUE, reason=f"user {user}: {verdict.describe()}{shadow}")
         return CONTINUE
 
     def _local(self, rcpt: str) -> bool:

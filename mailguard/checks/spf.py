@@ -147,7 +147,7 @@ def verdict(outcome: SpfOutcome, cfg: SpfConfig) -> Verdict:
     """What `[spf]` says about this result (the runner acts on it only in enforce mode)."""
     result = outcome.result
     action = cfg.action(result)
-    reason = f"spf={result}"
+    reason = f"{result} for {outcome.domain or '(no domain)'}"  # the summary's spf=fail(…)
     failed = result not in ("permerror", "temperror")  # 5.7.23 vs 5.7.24 (RFC 7372)
     explanation = _clean(outcome.explanation) or result
     if action == "reject":

@@ -4,7 +4,8 @@ dictionary attacks and bulk senders without refusing anything.
 
 Stage RCPT; no I/O, so no failure policy applies. In log mode the delay is recorded but
 not slept. The check should come after the checks that may refuse the recipient, so
-that (as with the patch) only recipients about to be accepted are delayed."""
+that (as with the patch) only recipients about to be accepted are delayed; a client
+refused at connect (a deferred DNSBL refusal) is not delayed either."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class TarpitCheck:
                         "RCPTs delayed by the per-connection tarpit")
 
     async def evaluate(self, stage: Stage, session: Session) -> Verdict:
+        if session.deferred and not session.auth_user:
+            return CONTINUE  # refused at connect: the block reply comes at once
         count, delay_s = effective(self._cfg, session.env)
         delay = tarpit_delay(session.rcpt_count, count, delay_s)
         if not delay:

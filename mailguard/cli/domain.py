@@ -1,6 +1,7 @@
-"""`mailguard domain spam on|off|status DOMAIN` and `mailguard domain list`: spam filtering
-per domain (off until the admin enables it; new users of an enabled domain are covered
-without a row of their own). Exit status: 0 ok, 1 runtime failure, 2 usage."""
+"""`mailguard domain spam on|off|status DOMAIN|ADDRESS` and `mailguard domain list`: spam
+filtering per domain (off until the admin enables it; new users of an enabled domain are
+covered without a row of their own) or per user (an address: the user's own choice wins
+over the domain's). Exit status: 0 ok, 1 runtime failure, 2 usage."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailguard.config import Config
     from mailguard.store.prefs import PrefsStore
-    from mailguard.store.prefs_records import DomainPrefs
+    from mailguard.store.prefs_records import DomainPrefs, UserPrefs
 
 ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "delete")
 _DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
@@ -27,16 +28,19 @@ def register(sub: Any) -> None:
                             description="Per-domain settings in the store.")
     dsub = domain.add_subparsers(dest="domain_command", metavar="ACTION", required=True)
     spam = dsub.add_parser(
-        "spam", help="turn spam filtering on or off for a domain, or show it",
-        description="Spam filtering is off until enabled; 'on' covers every user of the "
-        "domain (users may still choose otherwise).")
+        "spam", help="turn spam filtering on or off for a domain or a user, or show it",
+        description="Spam filtering is off until enabled; 'on' for a domain covers every "
+        "user of the domain; for an address (user@domain) it is that user's own choice, "
+        "which wins over the domain's.")
     spam.add_argument("state", choices=["on", "off", "status"])
-    spam.add_argument("domain", metavar="DOMAIN")
+    spam.add_argument("domain", metavar="DOMAIN|ADDRESS")
     spam.add_argument("--action", choices=ACTIONS,
-                      help="what happens to spam (default: [spam] default_action)")
+                      help="what happens to spam (default: the domain's, else "
+                      "[spam] default_action)")
     spam.add_argument("--box", metavar="ADDRESS",
-                      help="the domain's spam box for --action domain-box "
-                      "(default: spam@DOMAIN); '' resets it")
+                      help="the spam box for --action domain-box (a domain; default "
+                      "spam@DOMAIN) or user-box (a user; default USER-spam@DOMAIN); "
+                      "'' resets it")
     add_common(spam)
     spam.set_defaults(func=_cmd_spam)
     lst = dsub.add_parser("list", help="domains with settings")
@@ -47,6 +51,8 @@ def register(sub: Any) -> None:
 def _cmd_spam(args: argparse.Namespace) -> int:
     from mailguard.cli.main import EXIT_USAGE, load_config  # noqa: PLC0415
 
+    if "@" in args.domain:
+        return _cmd_user_spam(args)
     domain = args.domain.strip().lower().rstrip(".")
     if not _DOMAIN_RE.match(domain):
         print(f"mailguard: {args.domain!r} is not a domain name", file=sys.stderr)
@@ -68,6 +74,49 @@ def _cmd_spam(args: argparse.Namespace) -> int:
         return 0
 
     return run(config, act)
+
+
+def _cmd_user_spam(args: argparse.Namespace) -> int:
+    from mailguard.cli.main import EXIT_USAGE, load_config  # noqa: PLC0415
+
+    address = args.domain.strip().lower()
+    for value, what in ((address, "an address"), (args.box or "x@y", "an address")):
+        if not _ADDRESS_RE.match(value):
+            print(f"mailguard: {value!r} is not {what}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.state == "status" and (args.action or args.box is not None):
+        print("mailguard: --action/--box go with 'on' or 'off'", file=sys.stderr)
+        return EXIT_USAGE
+    config: Config = load_config(args)
+    domain = address.rpartition("@")[2]
+
+    async def act(prefs: PrefsStore, now: float) -> int:
+        if args.state != "status":
+            changes: dict[str, str | None] = {}
+            if args.action:
+                changes["spam_action"] = args.action
+            if args.box is not None:
+                changes["spam_box"] = args.box or None
+            await prefs.set_user(address, now, spam_enabled=args.state == "on", **changes)
+        print(describe_user(address, await prefs.user(address), await prefs.domain(domain),
+                            config))
+        return 0
+
+    return run(config, act)
+
+
+def describe_user(address: str, user: UserPrefs | None, domain: DomainPrefs | None,
+                  config: Config) -> str:
+    """The user's effective settings, and whether they are the user's own."""
+    from mailguard.scanning.dispositions import effective  # noqa: PLC0415
+
+    eff = effective(address, user, domain, config.spam)
+    own = user is not None and user.spam_enabled is not None
+    whose = "own setting" if own else f"from {address.rpartition('@')[2]}"
+    if not eff.enabled:
+        return f"{address}: spam filtering off ({whose})"
+    box = f", box {eff.box}" if eff.box else ""
+    return f"{address}: spam filtering on, action {eff.action}{box} ({whose})"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from mailguard.control.queueop import QueueOp
 from mailguard.control.server import ControlError, ControlServer
 from mailguard.control.session import SmtpOp
 from mailguard.delivery.handover import QmailQueueDelivery
+from mailguard.scanning.engine import ScanningDelivery
 
 if TYPE_CHECKING:
     from mailguard.app import Resources
@@ -27,11 +28,12 @@ async def start_control(res: Resources, services: Services,
     queue_delivery = res.queue_delivery or QmailQueueDelivery(
         [config.delivery.qmail_queue], res.clock, timeout_s=config.delivery.timeout_s
     )
+    # [queue] scan_sources: mail from the other sources skips the scanning wrapper
+    unscanned = queue_delivery.inner if isinstance(queue_delivery, ScanningDelivery) else None
+    queue_op = QueueOp(queue_delivery, config.queue, res.clock, unscanned=unscanned,
+                       metrics=res.metrics)
     control = ControlServer(
-        config.control,
-        {"smtp": SmtpOp(services, tracker), "queue": QueueOp(queue_delivery, config.queue,
-                                                             res.clock)},
-        res.metrics,
+        config.control, {"smtp": SmtpOp(services, tracker), "queue": queue_op}, res.metrics
     )
     try:
         await control.start()

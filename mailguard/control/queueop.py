@@ -12,12 +12,14 @@ import asyncio
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from typing import Any
 
 from mailguard.clock import Clock
 from mailguard.control.server import Reply, protocol_close
 from mailguard.control.session import env_from
 from mailguard.delivery.base import Delivered, Delivery
+from mailguard.metrics import Metrics
 from mailguard.qmail.envelope import EnvelopeError, parse
 from mailguard.qmail.exitcodes import EX_CUSTOM, EX_PERM_REFUSED, EX_READ_ERROR, EX_TEMP_REFUSED
 from mailguard.settings.queue import QueueConfig
@@ -25,6 +27,7 @@ from mailguard.verdict import Reply as SmtpReply
 
 log = logging.getLogger("mailguard.queue")
 
+QUEUE_METRIC = "mailguard_queue_messages_total"
 DEADLINE = SmtpReply(451, "mail filter timed out, try again later", "4.3.0")
 
 
@@ -50,13 +53,27 @@ def exit_status(delivered: Delivered, *, custom: bool) -> tuple[int, str]:
     return (EX_PERM_REFUSED if reply.permanent else EX_TEMP_REFUSED), ""
 
 
-class QueueOp:
-    """Handler of `queue` requests."""
+def source_of(env: Mapping[str, str]) -> str:
+    """"smtp" when the caller is qmail-smtpd (tcpserver set TCPREMOTEIP), else "local"
+    (qmail-inject, qmail-local forwards, autoresponders, list managers)."""
+    return "smtp" if "TCPREMOTEIP" in env else "local"
 
-    def __init__(self, delivery: Delivery, cfg: QueueConfig, clock: Clock) -> None:
+
+class QueueOp:
+    """Handler of `queue` requests. `unscanned` is the plain hand-over (the real
+    qmail-queue) for sources `[queue] scan_sources` leaves out; None = `delivery` does
+    not scan anyway."""
+
+    def __init__(self, delivery: Delivery, cfg: QueueConfig, clock: Clock, *,
+                 unscanned: Delivery | None = None, metrics: Metrics | None = None) -> None:
         self._delivery = delivery
+        self._unscanned = unscanned
         self._cfg = cfg
         self._clock = clock
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.declare(QUEUE_METRIC, "counter",
+                            "messages from the QMAILQUEUE wrapper by source and scanning")
 
     async def __call__(self, request: dict[str, Any], fds: list[int], reply: Reply) -> None:
         if len(fds) != 2:
@@ -65,26 +82,35 @@ class QueueOp:
             return
         env = env_from(request)
         custom = bool(request.get("fd6")) and self._cfg.custom_fd6
+        source = source_of(env)
+        delivery = self._delivery
+        scanned = self._unscanned is not None
+        if scanned and source not in self._cfg.scan_sources:
+            delivery, scanned = self._unscanned or delivery, False
         started = self._clock.monotonic()
         try:
             async with asyncio.timeout(self._cfg.deadline_s):
-                code, text, summary = await self._run(fds[0], fds[1], custom)
+                code, text, summary = await self._run(delivery, fds[0], fds[1], custom)
         except TimeoutError:
             code, text = exit_status(Delivered(False, DEADLINE), custom=custom)
             summary = "deadline"
         finally:
             protocol_close(fds)
         log.info(
-            "event=queue source=%s client=%s %s exit=%d duration_ms=%d",
-            "smtp" if "TCPREMOTEIP" in env else "local",
+            "event=queue scanned=%s source=%s client=%s %s exit=%d duration_ms=%d",
+            "yes" if scanned else "no",
+            source,
             env.get("TCPREMOTEIP", "-"),
             summary,
             code,
             int((self._clock.monotonic() - started) * 1000),
         )
+        if self._metrics is not None:
+            self._metrics.inc(QUEUE_METRIC, source=source, scanned="yes" if scanned else "no")
         await reply({"exit": code, "text": text})
 
-    async def _run(self, msg_fd: int, env_fd: int, custom: bool) -> tuple[int, str, str]:
+    async def _run(self, delivery: Delivery, msg_fd: int, env_fd: int,
+                   custom: bool) -> tuple[int, str, str]:
         try:
             message = await read_all(msg_fd)
         except OSError as exc:
@@ -98,7 +124,7 @@ class QueueOp:
         except EnvelopeError as exc:
             return exc.exit_code, "", f"error={exc.reason!r}"
         sender, rcpts = envelope.sender_str, list(envelope.rcpts_str)
-        delivered = await self._delivery.deliver(sender, rcpts, message)
+        delivered = await delivery.deliver(sender, rcpts, message)
         code, text = exit_status(delivered, custom=custom)
         summary = (
             f"from=<{sender}> rcpts={','.join(rcpts) or '-'} size={len(message)} "

@@ -23,6 +23,10 @@ class Delivered:
 
 
 class Delivery(Protocol):
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
-        """Hand over `message` (LF line ends, qmail's stored form) for `rcpts`."""
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
+        """Hand over `message` (LF line ends, qmail's stored form) for `rcpts`.
+        `authenticated`: the client logged in (SMTP AUTH), so the sender is known to be
+        ours — the scanning wrapper may then warn it about a virus; plain hand-overs
+        ignore it."""
         ...

@@ -26,7 +26,8 @@ class MaildirDelivery:
         self._spool = spool
         self._clock = clock
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
         try:
             queue_id = await self._spool.deliver(message, sender, rcpts)
         except (TemporaryError, PermanentError, OSError) as exc:
@@ -51,7 +52,8 @@ class QmailQueueDelivery:
         self._timeout_s = timeout_s
         self._env = env
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
         result = await run_qmail_queue(
             self._program,
             message,

@@ -12,7 +12,7 @@ from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered
 from mailguard.frontend import replies
 from mailguard.frontend.services import Services
-from mailguard.frontend.summary import summary_line
+from mailguard.frontend.summary import checks_text, summary_line
 from mailguard.pipeline import enforce_deferred
 from mailguard.qmail.address import AddressError, parse_path
 from mailguard.qmail.received import received_header
@@ -67,13 +67,14 @@ class Conversation:
     # --- commands -----------------------------------------------------------------------
 
     async def helo(self, arg: str, *, esmtp: bool) -> Step:
+        self._end_transaction("aborted")  # qmail-smtpd: seenmail = 0 (RFC 5321 4.1.4)
         self.session.helo = arg.strip()
         self.session.esmtp = esmtp
         verdict = await self.services.pipeline.run(Stage.HELO, self.session)
         refusal = self._refusal(verdict)
         if refusal:
             return refusal
-        host = self.server.hostname
+        host = self.server.greeting  # qmail-smtpd's smtp_greet(): the whole smtpgreeting
         if not esmtp:
             return Step(replies.helo_reply(host))
         size = self.server.databytes or 0
@@ -86,8 +87,10 @@ class Conversation:
 
     async def mail(self, arg: str) -> Step:
         self._end_transaction("aborted")
-        try:
-            path = parse_path(arg, kind="mail")
+        local_ips = [self.session.local_ip] if self.session.local_ip else []
+        try:  # qmail's addrparse() rewrites u@[our IP] in MAIL as in RCPT
+            path = parse_path(arg, kind="mail", local_ips=local_ips,
+                              localiphost=self.server.localiphost)
         except AddressError as exc:
             return Step(exc.reply)
         limit = self.server.databytes or 0
@@ -98,9 +101,8 @@ class Conversation:
         self._tx_started = self.services.clock.monotonic()
         verdict = await self.services.pipeline.run(Stage.MAIL, self.session)
         refusal = self._refusal(verdict)
-        if refusal:
-            self.session.transaction = None
-            return refusal
+        if refusal:  # e.g. SPF reject, suspended user: still one summary line
+            return self._finish(refusal, "tempfail" if refusal.reply.temporary else "rejected")
         return Step(replies.OK)
 
     async def rcpt(self, arg: str) -> Step:
@@ -160,7 +162,8 @@ class Conversation:
         ) + data.message
         # The hand-over finishes even if the client vanishes meanwhile: shielded, tracked.
         task = asyncio.ensure_future(
-            self.services.delivery.deliver(tx.mail_from, list(tx.rcpts), message)
+            self.services.delivery.deliver(tx.mail_from, list(tx.rcpts), message,
+                                           authenticated=bool(self.session.auth_user))
         )
         self.services.track(task)
         delivered: Delivered = await asyncio.shield(task)
@@ -185,7 +188,7 @@ class Conversation:
 
     def quit(self) -> Step:
         self._end_transaction("aborted")
-        return Step(replies.quit_reply(self.server.hostname), close=True)
+        return Step(replies.quit_reply(self.server.greeting), close=True)
 
     def closed(self) -> None:
         """The connection ended (any way): log an unfinished transaction."""
@@ -256,10 +259,9 @@ class Conversation:
             reply_code=code,
             queue_id=queue_id,
             duration_ms=duration_ms,
-            verdicts=" ".join(
-                f"{r.check}={r.outcome}" for r in (*self.session.results, *tx.results)
-            ),
+            verdicts=checks_text((*self.session.results, *tx.results), detail=False),
         )
         self.services.metrics.inc("mailguard_transactions_total", outcome=outcome)
-        log.info("%s", summary_line(rec, tx.refused))
+        checks = checks_text((*self.session.results, *tx.results))
+        log.info("%s", summary_line(rec, tx.refused, auth=self.session.auth_user, checks=checks))
         self.services.record(rec)

@@ -103,7 +103,9 @@ class MailguardSMTP(SMTP):
         conv = self._make_conversation()
         self.conversation = conv
         try:
+            self._pause_timeout()
             step = self._limit_step() or await conv.connect()
+            self._reset_timeout()
             await self._send(step)
             while not step.close and self.transport is not None:
                 if self.tracker.shutting_down:
@@ -112,11 +114,12 @@ class MailguardSMTP(SMTP):
                 self.idle = True
                 line = await self._read_command()
                 self.idle = False
+                self._pause_timeout()
                 if line is None:
                     step = Step(replies.LINE_TOO_LONG)
                 else:
-                    self._reset_timeout()
                     step = await self._dispatch(line)
+                self._reset_timeout()
                 await self._send(step)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -127,6 +130,14 @@ class MailguardSMTP(SMTP):
                 self.transport.close()
             if self.on_close is not None:
                 await self.on_close()
+
+    def _pause_timeout(self) -> None:
+        """The idle timer runs only while we wait for the client (reads, and writes it
+        does not drain), as qmail-smtpd's timeoutread/timeoutwrite: time spent in checks,
+        tarpit delays or the hand-over is not the client's, and a 451 then would make it
+        retry mail that is being queued."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
 
     # --- session set-up -----------------------------------------------------------------------
 
@@ -292,8 +303,10 @@ class MailguardSMTP(SMTP):
         early = conv.data_start()
         if early is not None:
             return early
+        self._reset_timeout()
         await self._send(Step(replies.GO_AHEAD))
         data = await self._read_data()
+        self._pause_timeout()
         if data is None:
             conv.closed()
             return Step(replies.BARE_LF, close=True)
@@ -334,12 +347,13 @@ class MailguardSMTP(SMTP):
     async def _ask(self, challenge: str) -> str | None:
         """One AUTH round trip: "334 <challenge>", then the client's line (None when too
         long)."""
+        self._reset_timeout()
         self._writer.write(f"334 {challenge}\r\n".encode("ascii"))
         await self._writer.drain()
         line = await self._read_command()
+        self._pause_timeout()
         if line is None:
             return None
-        self._reset_timeout()
         return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
     async def _read_data(self) -> Data | None:

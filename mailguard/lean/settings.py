@@ -114,7 +114,8 @@ def control_socket(environ: Mapping[str, str]) -> str:
 def hostname(environ: Mapping[str, str]) -> str:
     """qmail-smtpd's host name for our own 421: `[server] hostname`, else the first line
     of control/me (in `[server] qmail_control_dir`, default /var/qmail/control), else
-    "localhost"."""
+    TCPLOCALHOST (the run script's `tcpserver -l "$LOCAL"`, usually me: it still names
+    us when qmaild may not read the configuration file), else "localhost"."""
     name = lookup(environ, "server", "hostname")
     if isinstance(name, str) and name:
         return _safe(name)
@@ -126,7 +127,7 @@ def hostname(environ: Mapping[str, str]) -> str:
             line = fh.readline().rstrip(b" \t\n").decode("utf-8", "replace")
     except OSError:
         line = ""
-    return _safe(line) or "localhost"
+    return _safe(line) or _safe(environ.get("TCPLOCALHOST", "")) or "localhost"
 
 
 def _safe(text: str) -> str:

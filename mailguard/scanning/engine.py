@@ -101,7 +101,8 @@ class ScanningDelivery:
         self._clock = clock
         self._metrics = metrics
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
         started = self._clock.monotonic()
         try:
             async with asyncio.timeout(self.setup.deadline_s):
@@ -109,7 +110,7 @@ class ScanningDelivery:
                 treatments = await self._spam(rcpts, message)
         except _Refused as refused:
             if refused.virus:
-                await self._notify(message, sender, rcpts, refused.virus)
+                await self._notify(message, sender, rcpts, refused.virus, authenticated)
             self._log(sender, rcpts, started, refused.delivered.reply, groups=0)
             return refused.delivered
         except TimeoutError:
@@ -157,11 +158,13 @@ class ScanningDelivery:
         self._metrics.inc(SCAN_METRIC, scanner="clamd", result="clean")
         return header_line(disp.VIRUS_HEADER, "clean")
 
-    async def _notify(self, message: bytes, sender: str, rcpts: Sequence[str], virus: str) -> None:
+    async def _notify(self, message: bytes, sender: str, rcpts: Sequence[str], virus: str,
+                      authenticated: bool) -> None:
         if self.notifier is None:
             return
         try:
-            await self.notifier.notify(message, sender, rcpts, virus)
+            await self.notifier.notify(message, sender, rcpts, virus,
+                                       authenticated=authenticated)
         except Exception as exc:  # a failed warning must not turn the refusal into a 451
             self._metrics.inc("mailguard_notify_errors_total", kind="virus")
             log.error("event=virus_notify_failed error=%r", str(exc))

@@ -7,6 +7,7 @@ bl.test lists 127.0.0.2 (TXT "Listed in bl.test (127.0.0.2)"), 127.0.0.11 (127.0
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def test_listed_client_is_refused_at_rcpt_but_reaches_postmaster(
     assert len(rbl_daemon.spooled("example.com", "postmaster")) == 1
     assert len(rbl_daemon.spooled("example.com", "user")) == 0
     log = rbl_daemon.wait_log('refused="user@example.com=553,postmaster@foreign.test=553"')
-    assert "checks=\"dnsbl=fail" in log
+    [line] = [x for x in log.splitlines() if "client=127.0.0.11 " in x]
+    assert 'checks="dnsbl=fail(listed bl.test 127.0.0.3) limits=pass badmailfrom=pass ' \
+        "relay=fail(" in line, line  # the decisive check's detail, each check once
 
 
 def test_unlisted_and_error_answer_clients_pass(rbl_daemon: Daemon, connect: Connect) -> None:
@@ -153,3 +156,49 @@ def test_dns_timeout_with_tempfail_zone(tmp_path: Path, make_daemon: list[Daemon
         assert c.cmd("RCPT TO:<postmaster@example.com>") == b"250 ok\r\n"
         d.wait_log("event=dnsbl_error zone=bl.test client=127.0.0.5 error='dns: "
                    "5.0.0.127.bl.test A: timed out after 0.3s' on_error=tempfail")
+
+
+def test_listed_ipv6_client_is_refused_at_rcpt(tmp_path: Path, make_daemon: list[Daemon],
+                                               connect: Connect,
+                                               dns_server: tuple[str, int]) -> None:
+    """bl.test's ip6trie lists ::1 (127.0.0.6, TXT "listed IPv6 loopback"): looked up
+    nibble-reversed, refused at RCPT, postmaster@ still reached."""
+    host, port = dns_server
+    config = CONFIG % {"dns": f"{host}:{port}", "timeout": 2, "on_error": "open"}
+    d = start_daemon(tmp_path, config.replace('listen = ["127.0.0.1:0"]', 'listen = ["[::1]:0"]'))
+    make_daemon.append(d)
+    c = connect(d)  # from ::1
+    _session(c)
+    assert c.cmd("RCPT TO:<user@example.com>") == b"553 5.7.1 listed IPv6 loopback\r\n"
+    assert c.cmd("RCPT TO:<postmaster@example.com>") == b"250 ok\r\n"
+    assert c.cmd("DATA") == b"354 go ahead\r\n"
+    c.send(body("v6 to postmaster") + b".\r\n")
+    assert c.reply().startswith(b"250 ok ")
+    log = d.wait_log("client=::1 ")
+    [line] = [x for x in log.splitlines() if "client=::1 " in x]
+    assert 'refused="user@example.com=553" size=' in line, line
+    assert 'result=accepted reply=250' in line, line
+    assert 'checks="dnsbl=fail(listed bl.test 127.0.0.6) ' in line, line
+
+
+def test_listed_client_gets_the_block_reply_before_greylisting_and_tarpit(
+        tmp_path: Path, make_daemon: list[Daemon], connect: Connect,
+        dns_server: tuple[str, int]) -> None:
+    """A recipient that the deferred refusal will refuse is neither greylisted nor
+    tarpitted first; mail from the listed client to postmaster@ is not delayed."""
+    host, port = dns_server
+    config = CONFIG % {"dns": f"{host}:{port}", "timeout": 2, "on_error": "open"}
+    config += "\n[checks.greylist]\nmode = \"enforce\"\n\n[tarpit]\ncount = 1\ndelay_s = 3\n"
+    d = start_daemon(tmp_path, config)
+    make_daemon.append(d)
+    c = connect(d, source="127.0.0.11")
+    _session(c)
+    started = time.monotonic()
+    assert c.cmd("RCPT TO:<user@example.com>") == LISTED_11
+    assert c.cmd("RCPT TO:<postmaster@example.com>") == b"250 ok\r\n"
+    assert c.cmd("RCPT TO:<abuse@example.com>") == b"250 ok\r\n"  # 2nd accepted: no tarpit
+    assert time.monotonic() - started < 2.5
+    stranger = connect(d, source="127.0.0.5")  # not listed: greylisted as usual
+    _session(stranger)
+    assert stranger.cmd("RCPT TO:<user@example.com>") == (
+        b"451 4.7.1 Greylisted, please try again in 300 seconds\r\n")

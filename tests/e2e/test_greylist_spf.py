@@ -132,6 +132,11 @@ def test_spf_fail_is_rejected_when_configured_and_enforced(daemon: Daemon,
         b"550 5.7.23 SPF validation failed: SPF fail - not authorized\r\n")
     assert c.cmd("RCPT TO:<bob@example.com>") == b"503 MAIL first (#5.5.1)\r\n"
     assert c.cmd("MAIL FROM:<x@softfail.spf.test>") == b"250 ok\r\n"  # softfail: tag
+    # the refused MAIL still has its summary line, with the decisive check's detail
+    log = daemon.wait_log("client=127.0.7.1 ")
+    [line] = [x for x in log.splitlines() if "client=127.0.7.1 " in x]
+    assert ' from=<x@fail.spf.test> rcpts="" refused="" size=0 result=rejected reply=550 ' \
+        'queue_id="" checks="dnsbl=pass spf=fail(fail for fail.spf.test)"' in line, line
 
 
 def test_admin_commands(daemon: Daemon, connect: Connect) -> None:

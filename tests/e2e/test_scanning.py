@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.daemon_harness import ROOT, Client, Daemon, start_daemon
+from tests.e2e.tls_support import plain
 from tests.scanner_helpers import closed_port, eicar, gtube
 
 Connect = Callable[..., Client]
@@ -133,3 +134,36 @@ def test_scanner_down_is_451_and_nothing_spooled(make_daemon: list[Daemon], tmp_
     assert replies[-1] == b"451 4.3.0 virus scanner unavailable, try again later\r\n"
     assert d.spooled("plain.test", "u") == []
     assert "event=scan_error scanner=clamd" in d.read_log(0.2)
+
+
+AUTH = f"""
+[auth]
+enabled = true
+require_tls = false
+backend = "checkpassword"
+checkpassword = ["{ROOT / "tests" / "tools" / "checkpassword_test.py"}", "/bin/true"]
+failure_delay_s = 0
+"""
+
+
+def test_authenticated_sender_is_warned(make_daemon: list[Daemon], tmp_path: Path,
+                                        connect: Connect, clamd_socket: str,
+                                        spamd_addr: tuple[str, int]) -> None:
+    """notify_sender = "local": a foreign sender is warned only when the session logged
+    in (SMTP AUTH) — the daemon tells the scanning engine who authenticated."""
+    d = start_daemon(tmp_path, config(f"unix:{clamd_socket}",
+                                      f"{spamd_addr[0]}:{spamd_addr[1]}") + AUTH)
+    make_daemon.append(d)
+    for login in (True, False):
+        c = connect(d)
+        c.reply()
+        assert c.cmd("EHLO client.test").startswith(b"250-mx.test")
+        if login:
+            assert c.cmd(f"AUTH PLAIN {plain('good', 'secret')}").startswith(b"235 ")
+        replies = c.transaction("joe@example.org", ["v@plain.test"],
+                                mail(f"login={login}", eicar().decode()))
+        assert replies[-1].startswith(b"554 5.7.1 message refused: virus ")
+    [warning] = d.spooled("example.org", "joe")  # only for the authenticated session
+    assert b"Subject: VIRUS WARNING : " in warning
+    assert b"login=True" in warning and b"login=False" not in warning
+    assert len(d.spooled("plain.test", "v")) == 2

@@ -50,6 +50,8 @@ def test_per_connection_tarpit_delays_the_third_rcpt(
     assert c.cmd("DATA").startswith(b"354 ")
     c.send(body("tarpitted") + b".\r\n")
     assert c.reply().startswith(b"250 ok ")
+    log = d.wait_log("event=transaction")
+    assert "tarpit=pass(delayed 1s after 2 recipients)" in log, log
 
 
 def test_suspended_user_gets_the_451_text(
@@ -86,6 +88,9 @@ def test_hard_limit_refuses_and_alerts_the_admin_once(
                b"try again later\r\n")
     assert c.cmd("MAIL FROM:<alice@example.com>") == refused
     assert c.cmd("MAIL FROM:<alice@example.com>") == refused
+    log = d.wait_log("result=tempfail reply=451")  # a refused MAIL has its summary line
+    assert 'from=<alice@example.com> rcpts="" refused="" size=0 result=tempfail reply=451 ' \
+        'queue_id="" checks="dnsbl=pass limits=fail(messages 3 > hard 2 in 3600s)"' in log, log
     [alert] = d.spooled("example.com", "admin")
     assert b"Return-Path: <mailguard@example.com>\n" in alert
     assert b"Subject: [mailguard] outbound mail limited: alice@example.com\n" in alert

@@ -44,7 +44,8 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[str, ...], str]] = []
 
-    async def notify(self, original: bytes, sender: str, rcpts: Sequence[str], virus: str) -> None:
+    async def notify(self, original: bytes, sender: str, rcpts: Sequence[str], virus: str, *,
+                     authenticated: bool = False) -> None:
         self.calls.append((sender, tuple(rcpts), virus))
 
 

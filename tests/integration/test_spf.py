@@ -69,10 +69,10 @@ async def test_results_headers_and_facts(dns_server: tuple[str, int], sender: st
                                          result: str, comment: str) -> None:
     s = session(FrozenClock(T0), IP, sender, helo="client.example")
     v = await check(dns_server).evaluate(Stage.MAIL, s)
-    assert (v.action, v.reason) == (Action.CONTINUE, f"spf={result}")
+    domain = sender.rpartition("@")[2].lower()
+    assert (v.action, v.reason) == (Action.CONTINUE, f"{result} for {domain}")
     tx = s.transaction
     assert tx is not None
-    domain = sender.rpartition("@")[2].lower()
     assert tx.facts == {"spf": result, "spf_domain": domain}
     assert tx.add_headers == [
         f"Received-SPF: {result} (mx.test: {comment}) client-ip=127.0.0.5; "

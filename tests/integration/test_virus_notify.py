@@ -177,7 +177,8 @@ class ExplodingDelivery:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes) -> Delivered:
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
         self.calls += 1
         raise RuntimeError("bug in a delivery")
 

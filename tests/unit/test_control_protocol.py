@@ -164,6 +164,17 @@ def test_lean_hostname_for_the_421(tmp_path: Path, toml: str, me: str | None,
     assert lean_settings.hostname({"MAILGUARD_CONFIG": str(cfg)}) == expected
 
 
+def test_lean_hostname_falls_back_to_tcplocalhost(tmp_path: Path) -> None:
+    """No control/me where it looks (e.g. the configuration is unreadable for qmaild and
+    qmail lives elsewhere): the name tcpserver was given with -l, before "localhost"."""
+    cfg = tmp_path / "mailguard.toml"
+    cfg.write_text(f'[server]\nqmail_control_dir = "{tmp_path}"\n')
+    env = {"MAILGUARD_CONFIG": str(cfg), "TCPLOCALHOST": "mx.test"}
+    assert lean_settings.hostname(env) == "mx.test"
+    (tmp_path / "me").write_text("me.test\n")
+    assert lean_settings.hostname(env) == "me.test"
+
+
 @pytest.mark.parametrize(
     ("toml", "key"),
     [

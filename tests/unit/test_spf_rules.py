@@ -44,7 +44,7 @@ def test_verdict_per_result(result: str, cfg: SpfConfig, action: Action,
     v = verdict(outcome(result), cfg)
     assert v.action is action
     assert (str(v.reply) if v.reply else None) == reply
-    assert v.reason == f"spf={result}"
+    assert v.reason == f"{result} for example.org"
 
 
 def test_explanation_is_cleaned_for_the_reply() -> None:
