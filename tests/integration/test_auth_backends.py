@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy.engine import make_url
 
 from mailguard.auth.checkpassword import CheckpasswordAuth
 from mailguard.auth.users import UserTableAuth, hash_password
 from mailguard.clock import FrozenClock
 from mailguard.errors import TemporaryError
-from mailguard.store import migrate
 from mailguard.store.accounts import AccountStore
 from mailguard.store.repo import Store
-from tests.integration.test_store import _pg_admin
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 CHECKPW = str(TOOLS / "checkpassword_test.py")
@@ -68,27 +63,9 @@ async def test_checkpassword_input_too_long_is_a_wrong_login(tmp_path: Path) -> 
     assert not (tmp_path / "seen").exists()  # not even run
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
-        AccountStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mailguard.db"
-        name = ""
-    else:
-        server: str = request.getfixturevalue("pg_url")
-        name = f"mg_test_{uuid.uuid4().hex[:16]}"
-        await _pg_admin(server, f'CREATE DATABASE "{name}"')
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        await migrate.upgrade(url)
-        store = await Store.open(url)
-        try:
-            yield AccountStore(store.engine, url)
-        finally:
-            await store.close()
-    finally:
-        if name:
-            await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def accounts(store: Store, db_url: str) -> AccountStore:
+    return AccountStore(store.engine, db_url)
 
 
 async def test_account_store(accounts: AccountStore) -> None:

@@ -21,7 +21,8 @@ from mailguard.store.greylist import GreylistStore
 from mailguard.store.overrides import OverrideCache, OverrideStore
 from mailguard.store.repo import Store
 from mailguard.verdict import Action, Stage, Verdict
-from tests.integration.greylist_support import BACKENDS, migrated_url, rcpt, session
+from tests.integration.databases import BACKENDS, migrated_url
+from tests.integration.greylist_support import rcpt, session
 
 T0 = 1_800_000_000.0
 SENDER, TO = "alice@example.org", "bob@example.com"

@@ -15,7 +15,7 @@ from mailguard.settings.greylist import GreylistConfig
 from mailguard.store.greylist import Decide, GreylistStore
 from mailguard.store.greylist_records import ClientState, TripletState
 from mailguard.store.repo import Store
-from tests.integration.greylist_support import BACKENDS, migrated_url
+from tests.integration.databases import BACKENDS, migrated_url
 
 T0 = 1_800_000_000.0
 CFG = GreylistConfig()

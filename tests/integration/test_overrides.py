@@ -4,55 +4,18 @@ and the daemon-side cache that reads it."""
 from __future__ import annotations
 
 import ipaddress
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from mailguard.clock import FrozenClock
 from mailguard.errors import TemporaryError
 from mailguard.store import migrate
-from mailguard.store.engine import create_engine
 from mailguard.store.overrides import OverrideCache, OverrideStore
 from mailguard.store.repo import Store
 
 NOW = 1_800_000_000.0
-
-
-async def _pg_admin(server_url: str, sql: str) -> None:
-    engine = create_engine(server_url)
-    try:
-        async with engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A migrated, empty store on each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mailguard.db"
-        name = ""
-    else:
-        server: str = request.getfixturevalue("pg_url")
-        name = f"mg_test_{uuid.uuid4().hex[:16]}"
-        await _pg_admin(server, f'CREATE DATABASE "{name}"')
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        await migrate.upgrade(url)
-        opened = await Store.open(url)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-    finally:
-        if name:
-            await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_add_list_replace_remove(store: Store) -> None:

@@ -6,16 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from mailguard.store import migrate
-from mailguard.store.engine import create_engine
 from mailguard.store.prefs import PrefsStore
 from mailguard.store.prefs_records import DomainPrefs, PrefRow, UserPrefs
 from mailguard.store.repo import Store
@@ -23,36 +17,9 @@ from mailguard.store.repo import Store
 NOW = 1_800_000_000.0
 
 
-async def _pg_admin(server_url: str, sql: str) -> None:
-    engine = create_engine(server_url)
-    try:
-        async with engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-async def prefs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PrefsStore]:
-    name = ""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mailguard.db"
-    else:
-        server: str = request.getfixturevalue("pg_url")
-        name = f"mg_test_{uuid.uuid4().hex[:16]}"
-        await _pg_admin(server, f'CREATE DATABASE "{name}"')
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        await migrate.upgrade(url)
-        store = await Store.open(url)
-        try:
-            yield PrefsStore(store.engine)
-        finally:
-            await store.close()
-    finally:
-        if name:
-            await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def prefs(store: Store) -> PrefsStore:
+    return PrefsStore(store.engine)
 
 
 async def test_domains_and_users(prefs: PrefsStore) -> None:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from mailguard.errors import ConfigError, TemporaryError
 from mailguard.store import migrate
@@ -26,41 +24,6 @@ from mailguard.store.errors import SchemaOutOfDate
 from mailguard.store.models import VERSION_TABLE, Base
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store, join_rcpts, split_rcpts
-
-
-async def _pg_admin(server_url: str, sql: str) -> None:
-    engine = create_engine(server_url)
-    try:
-        async with engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL to an empty database; SQLite's file lies in a directory that does not exist yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/state/mailguard.db"
-        return
-    server: str = request.getfixturevalue("pg_url")
-    name = f"mg_test_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    await migrate.upgrade(store_url)
-    opened = await Store.open(store_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _closed_port() -> int:

@@ -4,15 +4,11 @@ sums, pruning, suspension, the one-alert-per-incident claim, reports, the panic 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
-from mailguard.store import migrate
 from mailguard.store.engine import create_engine
 from mailguard.store.models import UserEvent
 from mailguard.store.repo import Store
@@ -23,33 +19,10 @@ T0 = 1_800_000_000.0
 PERIODS = [3600, 86400]
 
 
-async def _pg_admin(server_url: str, sql: str) -> None:
-    engine = create_engine(server_url)
-    try:
-        async with engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-async def users_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture
+def users_url(db_url: str) -> str:
     """A migrated database: a SQLite file, or a fresh database on the real PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mailguard.db"
-        await migrate.upgrade(url)
-        yield url
-        return
-    server: str = request.getfixturevalue("pg_url")
-    name = f"mg_test_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-        await migrate.upgrade(url)
-        yield url
-    finally:
-        await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return db_url
 
 
 @pytest.fixture
