@@ -139,14 +139,11 @@ def spamd_prefs_has_mailguard_schema(path: str) -> bool:
 
 
 def require_mailguard_prefs(path: str) -> None:
-    import pytest  # noqa: PLC0415
 
-    from tests.services import services_required  # noqa: PLC0415
+    from tests.services import missing  # noqa: PLC0415
 
     if spamd_prefs_has_mailguard_schema(path):
         return
     problem = (f"{path} has no mailguard schema: restart the test services "
                "(contrib/test-services.sh restart)")
-    if services_required():
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
+    missing(problem)

@@ -13,6 +13,7 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 DEFAULT_TEST_DIR = "/tmp/mailguard-test"
@@ -65,6 +66,17 @@ def services_required() -> bool:
     """True when a missing service must fail the run instead of skipping (CI)."""
     flags = ("CI", "MAILGUARD_REQUIRE_SERVICES")
     return any(os.environ.get(name, "").lower() not in ("", "0", "false", "no") for name in flags)
+
+
+def missing(problem: str) -> NoReturn:
+    """A tool or service the test needs is missing: skip on a developer's machine, fail
+    in CI (or with MAILGUARD_REQUIRE_SERVICES), where contrib/install-deps.sh installs it."""
+    import pytest  # noqa: PLC0415
+
+    if services_required():
+        pytest.fail(f"{problem} (CI/MAILGUARD_REQUIRE_SERVICES is set)", pytrace=False)
+    hint = "contrib/install-deps.sh installs it; MAILGUARD_REQUIRE_SERVICES=1 fails instead"
+    pytest.skip(f"{problem} ({hint})")
 
 
 def parse_env_file(path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e.daemon_harness import RECORDER, ROOT
+from tests.services import services_required
 
 SMTPD_SHIM = ROOT / "qmail-hooks" / "qmail-smtpd"
 QUEUE_SHIM = ROOT / "qmail-hooks" / "qmail-queue"
@@ -20,7 +21,8 @@ LEAN_QUEUE = [sys.executable, "-m", "mailguard.lean.queue"]
 
 
 def have_ucspi() -> bool:
-    return bool(shutil.which("tcpserver") and shutil.which("tcprules"))
+    """ucspi-tcp present — or required (CI): then a missing tcpserver fails the tests."""
+    return bool(shutil.which("tcpserver") and shutil.which("tcprules")) or services_required()
 
 
 def build_rules(tmp: Path, lines: list[str]) -> Path:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.daemon_harness import Client, Daemon, body, codes, start_daemon
 from tests.e2e.tls_support import account, b64, client_context, make_cert, plain, starttls, wrap
+from tests.services import missing
 
 Connect = Callable[..., Client]
 USER, PASSWORD = "alice@example.com", "correct horse"
@@ -222,7 +223,7 @@ def test_implicit_tls_listener(tlsd: Daemon, connect: Connect, ctx: ssl.SSLConte
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_swaks(tlsd: Daemon, mechanism: str) -> None:
     if shutil.which("swaks") is None:
-        pytest.skip("swaks is not installed")
+        missing("swaks is not installed")
     user = f"swaks-{mechanism.lower()}"
     rcpt = f"{user}@foreign.test"
     res = subprocess.run(

@@ -26,6 +26,7 @@ from tests.e2e.tcpserver_harness import (
     start_tcpserver,
 )
 from tests.e2e.tls_support import account, b64, client_context, make_cert, plain, starttls
+from tests.services import missing
 
 pytestmark = pytest.mark.skipif(not have_ucspi(), reason="ucspi-tcp is not installed")
 
@@ -253,7 +254,7 @@ def test_checkpassword_backend(checkpwd: Daemon, serve: Callable[[Daemon], int],
 def test_swaks_through_tcpserver(usersd: Daemon, serve: Callable[[Daemon], int],
                                  record_dir: Path) -> None:
     if shutil.which("swaks") is None:
-        pytest.skip("swaks is not installed")
+        missing("swaks is not installed")
     port = serve(usersd)
     res = subprocess.run(
         ["swaks", "--server", f"127.0.0.1:{port}", "--local-interface", "127.0.2.40",

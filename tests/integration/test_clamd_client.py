@@ -17,7 +17,7 @@ from tests.scanner_helpers import (
     with_attachment,
     zipped,
 )
-from tests.services import TestServices
+from tests.services import TestServices, missing
 
 CLAM_EXE = Path("/usr/share/clamav-testfiles/clam.exe")
 
@@ -46,14 +46,14 @@ async def test_eicar_found(clamd_socket: str, payload: object) -> None:
 @pytest.fixture
 def clam_exe() -> bytes:
     if not CLAM_EXE.is_file():
-        pytest.skip(f"{CLAM_EXE} missing (package clamav-testfiles)")
+        missing(f"{CLAM_EXE} missing (package clamav-testfiles)")
     return CLAM_EXE.read_bytes()
 
 
 async def test_clam_testfile_found_over_tcp(services: TestServices, clamd_socket: str,
                                             clam_exe: bytes) -> None:
     if services.clamd_tcp is None:
-        pytest.skip("clamd TCP not configured")
+        missing("clamd TCP not configured")
     host, port = services.clamd_tcp
     result = await client(f"{host}:{port}").scan(clam_exe)
     assert result == Infected("ClamAV-Test-File-Mailguard.UNOFFICIAL"), result

@@ -19,6 +19,8 @@ import dns.asyncresolver
 import dns.resolver
 import pytest
 
+from tests.services import missing
+
 TIMEOUT = 10.0
 
 
@@ -108,7 +110,7 @@ def clam_testfile() -> bytes:
     """ClamAV's harmless test executable (package clamav-testfiles), matched by a .hdb line."""
     path = Path("/usr/share/clamav-testfiles/clam.exe")
     if not path.is_file():
-        pytest.skip(f"{path} missing (contrib/install-deps.sh installs clamav-testfiles)")
+        missing(f"{path} missing (package clamav-testfiles)")
     return path.read_bytes()
 
 

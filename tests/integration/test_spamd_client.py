@@ -20,7 +20,7 @@ from tests.scanner_helpers import (
     message,
     require_mailguard_prefs,
 )
-from tests.services import TestServices
+from tests.services import TestServices, missing
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ async def test_report_lists_rules(spamd: SpamdClient) -> None:
 
 async def test_unix_socket(services: TestServices, spamd_addr: tuple[str, int]) -> None:
     if not services.spamd_socket:
-        pytest.skip("no spamd socket")
+        missing("no spamd socket")
     client = SpamdClient([f"unix:{services.spamd_socket}"], timeout_s=20)
     assert (await client.check(message(gtube()))).spam
 

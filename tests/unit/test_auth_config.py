@@ -13,6 +13,7 @@ import pytest
 from mailguard.config import Config, load
 from mailguard.errors import ConfigError
 from mailguard.frontend.tls import build_tls_context, cert_paths
+from tests.services import missing
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -107,4 +108,4 @@ def test_unusable_certificates_stop_the_start(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _need_openssl() -> None:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        missing("openssl is not installed")
