@@ -83,6 +83,10 @@ class Pipeline:
         except (TemporaryError, PermanentError, TimeoutError) as exc:
             detail = str(exc) or f"timed out after {policy.timeout_s:g}s"
             return self._error(check, policy, stage, session, detail=detail, started=started)
+        except Exception as exc:  # a bug in the check: its failure policy still applies
+            log.exception("check=%s stage=%s unexpected error", check.name, stage)
+            detail = f"internal error: {type(exc).__name__}"
+            return self._error(check, policy, stage, session, detail=detail, started=started)
         outcome = {
             Action.CONTINUE: Outcome.PASS,
             Action.ACCEPT: Outcome.PASS,

@@ -34,9 +34,11 @@ from mailguard.checks.limits_decide import (
 )
 from mailguard.context import Session
 from mailguard.delivery.base import Delivery
+from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.notify.alert import AlertFacts, build_alert
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.scanning.engine import ScanningDelivery
 from mailguard.settings.limits import LimitsConfig
 from mailguard.store.users import UserStore
 from mailguard.verdict import CONTINUE, Action, Reply, Stage, Verdict, tempfail
@@ -131,12 +133,24 @@ class LimitsCheck:
         if not await self._users.claim_alert(user, now, not_after):
             return False  # another session or MX host got there first
         suspend = cfg.suspend_on_alert and self._enforce
-        if not await self._send_alert(user, verdict, now, suspend):
-            await self._users.release_alert(user)  # the next crossing tries again
+        sent = False
+        try:
+            sent = await self._send_alert(user, verdict, now, suspend)
+        finally:
+            # also when cut short (the check's timeout, a store error reading the
+            # details): a claim left behind would silence the whole incident
+            if not sent:
+                await self._release(user)  # the next crossing tries again
         if suspend:  # only now: the admin is told (or the attempt logged) first
             await self._users.suspend(user, f"automatic: {verdict.describe()}", now)
             log.warning("event=user_suspended user=%r reason=%r", user, verdict.describe())
         return suspend
+
+    async def _release(self, user: str) -> None:
+        try:
+            await self._users.release_alert(user)
+        except TemporaryError as exc:  # the store is down: the claim expires by itself
+            log.error("event=limits_alert_release_failed user=%r error=%r", user, str(exc))
 
     async def _send_alert(self, user: str, verdict: Assessment, now: float,
                           suspend: bool) -> bool:
@@ -165,8 +179,11 @@ def build_limits(res: Resources, services: Services) -> tuple[Check, CheckPolicy
     work (store, alert); the deliberate delay (at most delay_max_s) is added to it."""
     config = res.config
     policy = config.policy("limits")
+    delivery = res.delivery
+    if isinstance(delivery, ScanningDelivery):  # our own alert: never through the scanners
+        delivery = delivery.inner
     check = LimitsCheck(
-        config.limits, UserStore(res.store.engine), res.delivery,
+        config.limits, UserStore(res.store.engine), delivery,
         hostname=config.server.hostname, metrics=res.metrics,
         is_local_domain=services.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
     )

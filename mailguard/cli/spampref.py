@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _NAME_RE = re.compile(r"^(@GLOBAL|@~[^\s@]+|[^\s@]+@[^\s@]+)$")
 _PREF_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 MAX_VALUE = 100  # userpref.value is varchar(100)
+MAX_NAME = 100  # userpref.username is varchar(100) (PostgreSQL enforces it, SQLite not)
 
 
 def register(sub: Any) -> None:
@@ -50,6 +51,8 @@ def _usage(args: argparse.Namespace) -> str | None:
     """Why the arguments are unusable, or None."""
     if args.name is not None and not _NAME_RE.match(args.name):
         return f"{args.name!r}: NAME is user@domain, @~domain or @GLOBAL"
+    if args.name is not None and len(args.name) > MAX_NAME:
+        return f"NAME must be at most {MAX_NAME} characters"
     pref = getattr(args, "preference", None)
     if pref is not None and not _PREF_RE.match(pref):
         return f"{pref!r} is not a SpamAssassin preference name"

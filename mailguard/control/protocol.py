@@ -69,7 +69,7 @@ def decode(line: bytes) -> Message:
         obj, end = _parse(text.strip(), 0)
         if end != len(text.strip()) or not isinstance(obj, dict):
             raise ValueError("expected one JSON object")
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RecursionError) as exc:  # deep nesting: not ours
         raise ProtocolError(f"bad message: {exc}") from None
     return obj
 

@@ -159,7 +159,7 @@ async def recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
                 await _readable(loop, conn)
                 continue
             fds += protocol.unpack_fds(anc)
-            if flags & socket.MSG_CTRUNC:
+            if flags & socket.MSG_CTRUNC or len(fds) > protocol.MAX_FDS:
                 raise protocol.ProtocolError("too many descriptors")
             if not data:
                 raise protocol.ProtocolError("connection closed inside the request")

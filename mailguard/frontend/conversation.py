@@ -127,9 +127,8 @@ class Conversation:
         if refusal:
             tx.refused.append(f"{addr}={refusal.reply.code}")
             return refusal
-        addr = qualify(addr, self.server.hostname)
-        if self.session.relay_suffix:
-            addr += self.session.relay_suffix  # qmail appends RELAYCLIENT's value
+        # qmail appends RELAYCLIENT's value to the address as given; qualifying comes later
+        addr = qualify(addr + self.session.relay_suffix, self.server.hostname)
         tx.rcpts.append(addr)
         self.session.rcpt_count += 1
         return Step(replies.OK)
@@ -161,16 +160,33 @@ class Conversation:
             "utf-8", "surrogateescape"
         ) + data.message
         # The hand-over finishes even if the client vanishes meanwhile: shielded, tracked.
-        task = asyncio.ensure_future(
-            self.services.delivery.deliver(tx.mail_from, list(tx.rcpts), message,
-                                           authenticated=bool(self.session.auth_user))
-        )
+        task = asyncio.ensure_future(self._hand_over(tx, message))
         self.services.track(task)
-        delivered: Delivered = await asyncio.shield(task)
+        try:
+            delivered: Delivered = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The session ends (client gone, shutdown deadline) but the hand-over goes on:
+            # its summary line is written when it ends, with its real outcome.
+            self.session.transaction = None
+            task.add_done_callback(lambda t: t.cancelled() or self._handed_over(tx, t.result()))
+            raise
+        return self._handed_over(tx, delivered)
+
+    async def _hand_over(self, tx: Transaction, message: bytes) -> Delivered:
+        """Delivery.deliver, with an unexpected exception (a bug) turned into a 451."""
+        try:
+            return await self.services.delivery.deliver(
+                tx.mail_from, list(tx.rcpts), message, authenticated=bool(self.session.auth_user)
+            )
+        except Exception:
+            log.exception("event=delivery_error session=%s", self.session.session_id)
+            return Delivered(False, replies.LOCAL_ERROR)
+
+    def _handed_over(self, tx: Transaction, delivered: Delivered) -> Step:
         if delivered.accepted:
-            return self._finish(Step(delivered.reply), "accepted", delivered.queue_id)
+            return self._finish(Step(delivered.reply), "accepted", delivered.queue_id, tx=tx)
         outcome = "tempfail" if delivered.reply.temporary else "rejected"
-        return self._finish(Step(delivered.reply), outcome)
+        return self._finish(Step(delivered.reply), outcome, tx=tx)
 
     def tls_started(self) -> None:
         """RFC 3207 4.2: after the handshake, forget everything learnt before it (HELO/EHLO,
@@ -233,16 +249,21 @@ class Conversation:
             when=self.services.clock.now(),
         )
 
-    def _finish(self, step: Step, outcome: str, queue_id: str = "") -> Step:
-        self._end_transaction(outcome, step.reply.code, queue_id)
+    def _finish(self, step: Step, outcome: str, queue_id: str = "",
+                tx: Transaction | None = None) -> Step:
+        self._end_transaction(outcome, step.reply.code, queue_id, tx=tx)
         return step
 
-    def _end_transaction(self, outcome: str, code: int = 0, queue_id: str = "") -> None:
-        """Emit the one summary line (and store record) of a transaction, then forget it."""
-        tx = self.session.transaction
+    def _end_transaction(self, outcome: str, code: int = 0, queue_id: str = "",
+                         tx: Transaction | None = None) -> None:
+        """Emit the one summary line (and store record) of a transaction, then forget it.
+        `tx`: one already detached from the session (a hand-over that outlived it)."""
         if tx is None:
-            return
-        self.session.transaction = None
+            tx = self.session.transaction
+            if tx is None:
+                return
+        if tx is self.session.transaction:
+            self.session.transaction = None
         if outcome == "aborted" and not tx.rcpts and not tx.refused:
             return  # MAIL then nothing: not worth a line
         self.session.transactions += 1

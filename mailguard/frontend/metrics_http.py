@@ -47,7 +47,7 @@ class MetricsServer:
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ValueError):  # ValueError: line over 64 KB
             pass
         finally:
             writer.close()

@@ -118,7 +118,7 @@ class MailguardSMTP(SMTP):
                 if line is None:
                     step = Step(replies.LINE_TOO_LONG)
                 else:
-                    step = await self._dispatch(line)
+                    step = await self._dispatch_safely(line)
                 self._reset_timeout()
                 await self._send(step)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -130,6 +130,13 @@ class MailguardSMTP(SMTP):
                 self.transport.close()
             if self.on_close is not None:
                 await self.on_close()
+
+    def eof_received(self) -> bool | None:
+        """A half-close (the client sent its whole pipelined session, then shut down its
+        side): the reader gets EOF and the command loop ends there, after answering every
+        command read before it, as qmail-smtpd does. aiosmtpd would cancel the session at
+        once, dropping the replies, even the 250 of a message being queued."""
+        return asyncio.StreamReaderProtocol.eof_received(self)
 
     def _pause_timeout(self) -> None:
         """The idle timer runs only while we wait for the client (reads, and writes it
@@ -143,8 +150,12 @@ class MailguardSMTP(SMTP):
 
     def _make_conversation(self) -> Conversation:
         assert self.transport is not None
-        peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        sock = self.transport.get_extra_info("sockname") or ("", 0)
+        peer = self.transport.get_extra_info("peername")
+        sock = self.transport.get_extra_info("sockname")
+        if not isinstance(peer, tuple):  # a unix socket handed over: a path, or ""
+            peer = ("0.0.0.0", 0)
+        if not isinstance(sock, tuple):
+            sock = ("", 0)
         ip_text = self.env.get("TCPREMOTEIP") or str(peer[0])
         try:
             ip = ipaddress.ip_address(ip_text)
@@ -254,6 +265,19 @@ class MailguardSMTP(SMTP):
                 return
             except asyncio.LimitOverrunError as exc:
                 await self._reader.read(exc.consumed)
+
+    async def _dispatch_safely(self, raw: bytes) -> Step:
+        """A command whose handling fails unexpectedly (a bug, not the network) gets 451
+        and the session ends, with the traceback logged, rather than a silent hang-up."""
+        try:
+            return await self._dispatch(raw)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise
+        except Exception:
+            session = self.conversation.session if self.conversation else None
+            log.exception("event=command_error session=%s client=%s",
+                          session.session_id if session else "-", self._ip)
+            return Step(replies.LOCAL_ERROR, close=True)
 
     async def _dispatch(self, raw: bytes) -> Step:
         conv = self.conversation

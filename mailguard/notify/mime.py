@@ -23,6 +23,8 @@ _FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACES = re.compile(r"\s+")
+# non-UTF-8 bytes of an address, kept by the front end as surrogate escapes
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 # RFC 5322 3.6.8: a field name is printable ASCII except the colon.
 _FIELD_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 
@@ -30,8 +32,9 @@ _FIELD_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 def one_line(value: str, limit: int = MAX_VALUE) -> str:
     """`value` as one line of printable text: every control (CR, LF, NUL, tab, C1,
     Unicode line separators) becomes a space, runs of white space one space, and text
-    longer than `limit` characters is cut with "..."."""
-    text = _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
+    longer than `limit` characters is cut with "...". Bytes that were not UTF-8 (surrogate
+    escapes) become U+FFFD, so the text always encodes."""
+    text = _SPACES.sub(" ", _CONTROLS.sub(" ", _SURROGATES.sub("\ufffd", value))).strip()
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text

@@ -192,7 +192,8 @@ def build_warnings(
         "virus": one_line(virus) or "unknown",
         "sender": one_line(sender, _ADDR_LIMIT) if sender else "<>",
         "recipients": ", ".join(one_line(r, _ADDR_LIMIT) for r in rcpts) or _NONE,
-        "warned": ", ".join(a for aud, a in plan if aud != "admin") or _NONE,
+        "warned": ", ".join(one_line(a, _ADDR_LIMIT) for aud, a in plan if aud != "admin")
+        or _NONE,
         "subject": one_line(decoded(subject)) if subject else _NONE,
         "message_id": one_line(message_id) if message_id else _NONE,
         "from": one_line(decoded(header_value(head, "from") or "")) or _NONE,

@@ -89,9 +89,19 @@ class SpamdClient:
         head = f"{command} SPAMC/1.5\r\nContent-length: {len(message)}\r\n"
         if user:
             head += f"User: {user}\r\n"
-        request = head.encode("utf-8") + b"\r\n" + message
-        raw = await with_failover("spamd", self.servers, lambda s: self._request(s, request))
-        return parse_response(raw, report=report)
+        # surrogateescape: an address with non-UTF-8 bytes goes out as the bytes it was
+        request = head.encode("utf-8", "surrogateescape") + b"\r\n" + message
+        return await with_failover(
+            "spamd", self.servers, lambda s: self._check_on(s, request, report))
+
+    async def _check_on(self, server: str, request: bytes, report: bool) -> SpamResult:
+        """One server's answer, parsed here so that a temporary failure code or a broken
+        answer moves on to the next server (a permanent code does not)."""
+        raw = await self._request(server, request)
+        try:
+            return parse_response(raw, report=report)
+        except TemporaryError as exc:
+            raise TemporaryError(f"{server}: {exc}") from None
 
     async def ping(self) -> None:
         raw = await with_failover(

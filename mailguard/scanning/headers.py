@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
+_FIELD_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 FOLD_AT = 76
 
 
@@ -20,7 +21,9 @@ def _newline(message: bytes) -> bytes:
 
 
 def split(message: bytes) -> tuple[list[bytes], bytes]:
-    """(header lines with their line ends, the rest starting at the blank line)."""
+    """(header lines with their line ends, the rest starting at the blank line). A line
+    that is neither a field (`Name:`) nor a continuation also ends the header block: a
+    message without the blank line keeps its body out of our editing."""
     lines: list[bytes] = []
     pos = 0
     while pos < len(message):
@@ -28,6 +31,8 @@ def split(message: bytes) -> tuple[list[bytes], bytes]:
         end = len(message) if end < 0 else end + 1
         line = message[pos:end]
         if line in (b"\n", b"\r\n"):
+            break
+        if not _FIELD_LINE.match(line) and line[:1] not in (b" ", b"\t"):
             break
         lines.append(line)
         pos = end
@@ -68,10 +73,13 @@ def edit(
             if field_name(f[0]) == "subject":
                 _, colon, value = f[0].partition(b":")
                 value = value.lstrip(b" \t")
-                if not value.startswith(prefix):
+                unfolded = b"".join([value, *f[1:]]).lstrip(b" \t\r\n")
+                if not unfolded.startswith(prefix):
                     f[0] = f[0].split(b":", 1)[0] + colon + b" " + prefix + b" " + value
                 break
         else:
+            if kept and not kept[-1][-1].endswith(b"\n"):
+                kept[-1][-1] += nl  # the message ended inside its header block
             kept.append([b"Subject: " + prefix + nl])
     top = b"".join(line.replace("\n", nl.decode()).encode("ascii") + nl for line in prepend)
     return top + b"".join(b"".join(f) for f in kept) + rest

@@ -168,10 +168,13 @@ def translate_errors(op: str, url: str | URL) -> Iterator[None]:
 
     Every failure counts as temporary: for mail the safe answer to a broken store is
     451/tempfail, never a silent accept. The password never appears in the message.
+    Text the database cannot take (an address with non-UTF-8 bytes, kept as surrogate
+    escapes) fails here too: asyncpg reports it as a DBAPIError, sqlite3 as a bare
+    UnicodeEncodeError, which would otherwise escape every failure policy.
     """
     try:
         yield
-    except (exc.SQLAlchemyError, OSError) as e:
+    except (exc.SQLAlchemyError, OSError, UnicodeEncodeError) as e:
         message = f"store: {op} failed on {safe_url(url)}: {_describe(e)}"
         with contextlib.suppress(ConfigError):
             password = _parse(url).password

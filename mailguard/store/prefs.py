@@ -51,9 +51,11 @@ class PrefsStore:
         self, addresses: Iterable[str]
     ) -> tuple[dict[str, UserPrefs], dict[str, DomainPrefs]]:
         """User rows by lower-case address and domain rows by domain, for `addresses`
-        (two queries whatever the number of recipients)."""
-        addrs = sorted({a.lower() for a in addresses})
-        domains = sorted({domain_of(a) for a in addrs})
+        (two queries whatever the number of recipients). An address the database cannot
+        hold (non-UTF-8 bytes) has no rows: it is left out of the query."""
+        given = list(addresses)
+        addrs = sorted({a.lower() for a in given if _storable(a)})
+        domains = sorted({d for d in map(domain_of, given) if _storable(d)})
         with translate_errors("reading spam preferences", self._url):
             async with self._engine.connect() as conn:
                 users = (await conn.execute(
@@ -172,6 +174,14 @@ class PrefsStore:
                 result = cast("CursorResult[Any]",
                               await conn.execute(delete(Userpref).where(*cond)))
         return result.rowcount
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _username(name: str) -> str:
