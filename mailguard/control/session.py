@@ -5,7 +5,9 @@ tcpserver) and run it as a daemon session, with qmail-smtpd's environment semant
   (applied by MailguardSMTP from `env`);
 - `DATABYTES` → this session's size limit (qmail: leading digits, anything else is 0);
 - `QMAILQUEUE` → this session's mail goes to that program instead of the daemon's
-  delivery, with the session's environment, as qmail-smtpd would exec it;
+  delivery, with the session's environment, as qmail-smtpd would exec it — only for
+  `delivery.qmail_queue` and the programs in `control.qmailqueue_allowed` (the daemon
+  runs it with its own rights); any other value is logged and ignored;
 - `TCPREMOTEIP`, `TCPREMOTEHOST`, `TCPLOCALIP`, `TCPREMOTEINFO` → the session's client
   facts and Received line; `RBLSMTPD`, `TARPIT*` … are read by the checks from `env`.
 """
@@ -47,10 +49,16 @@ def session_services(services: Services, env: Mapping[str, str]) -> Services:
         server = replace(config.server, databytes=qmail_ulong(env["DATABYTES"]))
         changes["config"] = replace(config, server=server)
     program = env.get("QMAILQUEUE")
-    if program:
+    allowed = (config.delivery.qmail_queue, *config.control.qmailqueue_allowed)
+    if program and program in allowed:
         changes["delivery"] = QmailQueueDelivery(
             [program], services.clock, timeout_s=config.delivery.timeout_s, env=dict(env)
         )
+    elif program:
+        # The daemon may run as root while anyone on the control socket chooses the
+        # environment: never exec an arbitrary program from it.
+        log.warning("event=qmailqueue_ignored program=%r reason=not in "
+                    "control.qmailqueue_allowed", program)
     return replace(services, **changes) if changes else services
 
 

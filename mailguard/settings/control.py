@@ -14,6 +14,10 @@ class ControlConfig:
     socket: str = DEFAULT_CONTROL_SOCKET  # path; its directory is created at start-up
     socket_mode: int = 0o660  # permissions of the socket file (qmaild/qmailq must connect)
     socket_group: str = ""  # group name or number for the socket file; "" = leave as is
+    # programs a drop-in session's QMAILQUEUE may name (absolute paths), besides
+    # delivery.qmail_queue: the daemon runs them with its own rights, so any other value
+    # is ignored (logged) and the session's mail takes the daemon's own delivery
+    qmailqueue_allowed: tuple[str, ...] = ()
 
     def validate(self) -> None:
         from mailguard.config import Invalid  # noqa: PLC0415
@@ -22,6 +26,9 @@ class ControlConfig:
             raise Invalid("socket", f"must be an absolute path, got {self.socket!r}")
         if len(self.socket.encode()) > 107:  # sun_path holds 108 bytes with the NUL
             raise Invalid("socket", "path too long for a unix socket (max 107 bytes)")
+        for program in self.qmailqueue_allowed:
+            if not program.startswith("/"):
+                raise Invalid("qmailqueue_allowed", f"must be absolute paths, got {program!r}")
         if not 0 <= self.socket_mode <= 0o777:
             raise Invalid("socket_mode", f"must be a permission mode such as 0o660, "
                           f"got {self.socket_mode:#o}")

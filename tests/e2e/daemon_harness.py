@@ -116,6 +116,8 @@ def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
     text = config_toml.replace("{tmp}", str(tmp))
     if "[control]" not in text:  # never the system-wide /run/mailguard/control.sock
         text += f'\n[control]\nsocket = "{tmp}/control.sock"\n'
+    if "qmailqueue_allowed" not in text:  # drop-in sessions may name the recorder
+        text = text.replace("[control]\n", f'[control]\nqmailqueue_allowed = ["{RECORDER}"]\n', 1)
     cfg = tmp / "mailguard.toml"
     cfg.write_text(text)
     store = f"sqlite+aiosqlite:///{tmp}/mailguard.db"

@@ -53,6 +53,7 @@ RULES = [
     '127.0.0.14:allow,FAKE_QQ_EXIT="11"',
     '127.0.0.15:allow,FAKE_QQ_EXIT="51"',
     '127.0.0.16:allow,FAKE_QQ_EXIT="54"',
+    '127.0.0.17:allow,QMAILQUEUE="/bin/sh"',
     ":allow",
 ]
 NOT_RCPTHOSTS = b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n"
@@ -263,3 +264,20 @@ def test_daemon_unreachable_gets_421_and_nothing_is_queued(
         assert c.reply() == b"421 mx.test service temporarily unavailable (#4.3.0)\r\n"
         assert c.closed_by_peer()
     assert recorded(record_dir) == []
+
+
+def test_qmailqueue_outside_the_allowed_list_is_never_run(
+    daemon: Daemon, tcpserver: Callable[..., Tcpserver], client: Callable[..., Client],
+    record_dir: Path,
+) -> None:
+    # Anyone on the control socket chooses the session's environment, and the daemon may
+    # run as root: a QMAILQUEUE it was not told to trust is ignored, the mail takes the
+    # daemon's own (filtered) delivery, and the admin sees why in the log.
+    c = client(tcpserver(), source="127.0.0.17")
+    c.reply()
+    replies = c.transaction("a@example.org", ["untrusted@example.com"], MESSAGE)
+    assert replies[-1].startswith(b"250 ok "), replies
+    assert recorded(record_dir) == []
+    [msg] = daemon.spooled("example.com", "untrusted")
+    assert msg.endswith(b"Subject: drop-in\n\nhello\n")
+    assert "event=qmailqueue_ignored program='/bin/sh'" in daemon.wait_log("qmailqueue_ignored")
