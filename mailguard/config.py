@@ -77,6 +77,9 @@ class ServerConfig:
     max_connections: int = 500  # total concurrent sessions; more get 421
     max_connections_per_ip: int = 20  # concurrent sessions per client IP; more get 421
     max_hops: int = 100  # Received/Delivered-To lines that mean a loop (qmail: 100)
+    # mailguard holds a message in memory: with databytes = 0 ("no limit", as qmail,
+    # which streams to disk) a bigger message still gets 552; 0 = truly unbounded
+    max_message_bytes: int = 100_000_000
     shutdown_grace_s: float = 30.0  # SIGTERM: time for transactions in flight to finish
     qmail_control_dir: str = ""  # e.g. /var/qmail/control; empty = don't read control files
 
@@ -94,6 +97,7 @@ class ServerConfig:
             except ValueError:
                 raise Invalid("relay_networks", f"{net!r} is not a CIDR network") from None
         _nonneg("databytes", self.databytes)
+        _nonneg("max_message_bytes", self.max_message_bytes)
         _positive("timeout_s", self.timeout_s)
         _positive("max_connections", self.max_connections)
         _positive("max_connections_per_ip", self.max_connections_per_ip)

@@ -384,7 +384,8 @@ class MailguardSMTP(SMTP):
         """Read the message up to the lone dot. Returns None on a bare LF (qmail answers
         451 and closes: it is how SMTP smuggling starts). Dot-stuffing is undone and CRLF
         becomes LF (qmail's stored form); over databytes the rest is read and dropped."""
-        limit = self.services.config.server.databytes or 0
+        server = self.services.config.server
+        limit = server.databytes or server.max_message_bytes
         out = bytearray()
         size = 0
         too_big = False

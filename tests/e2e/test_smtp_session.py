@@ -5,10 +5,12 @@ from __future__ import annotations
 import smtplib
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon_harness import Client, Daemon, body, codes
+from tests.e2e.conftest import BASE_CONFIG
+from tests.e2e.daemon_harness import Client, Daemon, body, codes, start_daemon
 
 Connect = Callable[..., Client]
 
@@ -189,3 +191,21 @@ def test_smtplib_and_swaks_deliver(daemon: Daemon, connect: Connect) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     [msg] = daemon.spooled("example.com", "swaks")
     assert b"X-Mailer: swaks" in msg and b"Received: from unknown" in msg
+
+
+def test_without_databytes_the_memory_cap_still_applies(
+    tmp_path: Path, connect: Connect
+) -> None:
+    cfg = BASE_CONFIG.replace("databytes = 5000", "databytes = 0\nmax_message_bytes = 3000")
+    d = start_daemon(tmp_path, cfg)
+    try:
+        c = connect(d)
+        c.reply()
+        assert c.cmd("EHLO x").endswith(b"250-SIZE\r\n250 SMTPUTF8\r\n")  # no declared limit
+        big_body = body("big", b"y" * 4000 + b"\r\n")
+        big = c.transaction("a@example.org", ["cap@example.com"], big_body)
+        assert big[-1] == b"552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n"
+        assert codes(c.transaction("a@example.org", ["cap@example.com"], body("ok")))[-1] == 250
+        assert len(d.spooled("example.com", "cap")) == 1
+    finally:
+        d.stop()
