@@ -59,12 +59,24 @@ class RecordWriter:
             self._metrics.inc("mailguard_store_errors_total", kind="queue_full")
 
     async def _run(self) -> None:
-        while (rec := await self._queue.get()) is not None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            # what queued up while the last write ran goes in one database transaction
+            while len(batch) < 500 and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
             try:
-                await self._store.record_message(rec)
+                await self._store.record_messages(batch)
             except Exception as exc:  # statistics must never stop the daemon
                 self._metrics.inc("mailguard_store_errors_total", kind="write")
-                log.warning("event=store_error error=%r", str(exc))
+                log.warning("event=store_error records=%d error=%r", len(batch), str(exc))
 
     async def stop(self) -> None:
         await self._queue.put(None)

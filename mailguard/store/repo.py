@@ -6,6 +6,7 @@ failure leaves as TemporaryError, so a check's failure policy decides what happe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import delete, func, select
@@ -102,24 +103,34 @@ class Store:
 
     async def record_message(self, rec: MessageRecord) -> None:
         """Append one transaction to the message log."""
-        row = MessageLog(
-            ts=rec.ts,
-            session_id=rec.session_id,
-            client_ip=rec.client_ip,
-            helo=rec.helo,
-            mail_from=rec.mail_from,
-            rcpts=join_rcpts(rec.rcpts),
-            rcpt_count=len(rec.rcpts),
-            size=rec.size,
-            outcome=rec.outcome,
-            reply_code=rec.reply_code,
-            queue_id=rec.queue_id,
-            duration_ms=rec.duration_ms,
-            verdicts=rec.verdicts,
-        )
+        await self.record_messages([rec])
+
+    async def record_messages(self, recs: Sequence[MessageRecord]) -> None:
+        """Append transactions to the message log in one database transaction (the
+        daemon's record writer batches what queued up while the last write ran)."""
+        rows = [
+            MessageLog(
+                ts=rec.ts,
+                session_id=rec.session_id,
+                client_ip=rec.client_ip,
+                helo=rec.helo,
+                mail_from=rec.mail_from,
+                rcpts=join_rcpts(rec.rcpts),
+                rcpt_count=len(rec.rcpts),
+                size=rec.size,
+                outcome=rec.outcome,
+                reply_code=rec.reply_code,
+                queue_id=rec.queue_id,
+                duration_ms=rec.duration_ms,
+                verdicts=rec.verdicts,
+            )
+            for rec in recs
+        ]
+        if not rows:
+            return
         with translate_errors("recording message", self._url):
             async with self._sessions.begin() as session:
-                session.add(row)
+                session.add_all(rows)
 
     async def recent_messages(self, limit: int = 50) -> list[MessageRecord]:
         """The newest `limit` transactions, newest first."""

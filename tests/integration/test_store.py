@@ -170,6 +170,13 @@ async def test_message_log_round_trip(store: Store) -> None:
     assert await store.purge_messages(1_800_000_002.0) == 0
 
 
+async def test_records_written_in_one_batch(store: Store) -> None:
+    batch = [_rec(float(i), rcpts=(f"u{i}@x",)) for i in range(1, 6)]
+    await store.record_messages(batch)
+    await store.record_messages([])  # nothing to write: no error, no row
+    assert await store.recent_messages() == sorted(batch, key=lambda r: r.ts, reverse=True)
+
+
 async def test_rcpt_count_column_matches(store: Store) -> None:
     await store.record_message(_rec(1.0, rcpts=("a@x", "b@x", '"c,d"@x')))
     async with store.engine.connect() as conn:
