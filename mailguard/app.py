@@ -130,7 +130,7 @@ def build_checks(res: Resources, services: Services) -> list[tuple[Check, CheckP
         (RelayCheck(services.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
         build_greylist(res),  # after relay control: only deliverable recipients are greylisted
         build_tarpit(res),  # after the checks that refuse: only accepted RCPTs wait
-        build_limits(res, services),  # last: counts at DATA what the others let through
+        build_limits(res, services),  # last; counts only mail the hand-over accepted
     ]
 
 

@@ -1,9 +1,12 @@
 """Per-user outbound limits across connections and MX hosts (counters in the store).
 
 Stages: MAIL (suspension; message limits: delay past soft, 451 past hard), RCPT (the
-panic switch for relayed recipients; recipient limits), DATA (counts the message: one
-event with its recipients, their domains and its Subject). The decisions are in
-`limits_decide`; this class does the store I/O, the sleeping and the admin alert.
+panic switch for relayed recipients; recipient limits). A message is counted only once
+the hand-over accepted it (`record_accepted`, a Services.on_accepted hook): one event
+with its recipients, their domains and its Subject. Mail tempfailed or refused at the
+QUEUE stage (scanner down, virus, qmail-queue failure) and its retries are not counted.
+The decisions are in `limits_decide`; this class does the store I/O, the sleeping and
+the admin alert.
 
 Failure policy: a store error raises TemporaryError and the runner applies
 [checks.limits] on_error, `tempfail` by default: while the database is down the users
@@ -15,6 +18,7 @@ Log mode: decides, counts and alerts, but neither sleeps, refuses nor suspends."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,7 +36,7 @@ from mailguard.checks.limits_decide import (
     subject_of,
     suspended_reply,
 )
-from mailguard.context import Session
+from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivery
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
@@ -53,11 +57,11 @@ log = logging.getLogger("mailguard.limits")
 
 class LimitsCheck:
     name = "limits"
-    stages = frozenset({Stage.MAIL, Stage.RCPT, Stage.DATA})
+    stages = frozenset({Stage.MAIL, Stage.RCPT})
 
     def __init__(self, cfg: LimitsConfig, users: UserStore, delivery: Delivery, *,
                  hostname: str, metrics: Metrics, is_local_domain: Callable[[str], bool],
-                 enforce: bool) -> None:
+                 enforce: bool, record_timeout_s: float = 30.0) -> None:
         self._cfg = cfg
         self._users = users
         self._delivery = delivery
@@ -65,6 +69,7 @@ class LimitsCheck:
         self._metrics = metrics
         self._is_local = is_local_domain
         self._enforce = enforce
+        self._record_timeout_s = record_timeout_s
         self._periods = [w.period_s for w in cfg.windows]
         self._threshold = Level.SOFT if cfg.alert_threshold == "soft" else Level.HARD
         metrics.declare("mailguard_limits_total", "counter",
@@ -84,12 +89,6 @@ class LimitsCheck:
         if user is None:
             return CONTINUE
         now = session.clock.now()
-        if stage is Stage.DATA:
-            await self._users.record_event(
-                user, now, len(tx.rcpts), domains=rcpt_domains(tx.rcpts),
-                subject=subject_of(tx.data), keep_s=self._cfg.longest_s,
-            )
-            return CONTINUE
         if stage is Stage.MAIL and (await self._users.status(user)).suspended:
             self._metrics.inc("mailguard_limits_total", result="suspended")
             return tempfail(self._suspended(user), f"user {user} is suspended")
@@ -112,6 +111,19 @@ class LimitsCheck:
             shadow = "" if self._enforce else " (log mode: not slept)"
             return Verdict(Action.CONTINUE, reason=f"user {user}: {verdict.describe()}{shadow}")
         return CONTINUE
+
+    async def record_accepted(self, session: Session, tx: Transaction) -> None:
+        """Count a message the hand-over accepted (in log mode too). Runs before the
+        client's 250, bounded by [checks.limits] timeout_s; a failure is logged by the
+        caller and the message goes uncounted (it is queued: the reply stands)."""
+        user = identity(session, tx.mail_from, self._cfg.apply_to)
+        if user is None:
+            return
+        async with asyncio.timeout(self._record_timeout_s):
+            await self._users.record_event(
+                user, session.clock.now(), len(tx.rcpts), domains=rcpt_domains(tx.rcpts),
+                subject=subject_of(tx.data), keep_s=self._cfg.longest_s,
+            )
 
     def _local(self, rcpt: str) -> bool:
         _, at, domain = rcpt.rpartition("@")
@@ -175,8 +187,10 @@ class LimitsCheck:
 
 
 def build_limits(res: Resources, services: Services) -> tuple[Check, CheckPolicy]:
-    """The check and its policy. `timeout_s` of [checks.limits] bounds the check's own
-    work (store, alert); the deliberate delay (at most delay_max_s) is added to it."""
+    """The check and its policy; registers its counting of accepted mail in
+    `services.on_accepted`. `timeout_s` of [checks.limits] bounds the check's own work
+    (store, alert; also the counting); the deliberate delay (at most delay_max_s) is
+    added to it for the MAIL/RCPT decisions."""
     config = res.config
     policy = config.policy("limits")
     delivery = res.delivery
@@ -186,5 +200,8 @@ def build_limits(res: Resources, services: Services) -> tuple[Check, CheckPolicy
         config.limits, UserStore(res.store.engine), delivery,
         hostname=config.server.hostname, metrics=res.metrics,
         is_local_domain=services.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
+        record_timeout_s=policy.timeout_s,
     )
+    if policy.mode is not Mode.OFF:  # off: the pipeline drops the check; no counting either
+        services.on_accepted.append((check.name, check.record_accepted))
     return check, replace(policy, timeout_s=policy.timeout_s + config.limits.delay_max_s)

@@ -173,14 +173,19 @@ class Conversation:
         return self._handed_over(tx, delivered)
 
     async def _hand_over(self, tx: Transaction, message: bytes) -> Delivered:
-        """Delivery.deliver, with an unexpected exception (a bug) turned into a 451."""
+        """Delivery.deliver, with an unexpected exception (a bug) turned into a 451; once
+        accepted, the `on_accepted` hooks (per-user counting) run before the reply, inside
+        this shielded, tracked task: they finish even if the client goes away."""
         try:
-            return await self.services.delivery.deliver(
+            delivered = await self.services.delivery.deliver(
                 tx.mail_from, list(tx.rcpts), message, authenticated=bool(self.session.auth_user)
             )
         except Exception:
             log.exception("event=delivery_error session=%s", self.session.session_id)
             return Delivered(False, replies.LOCAL_ERROR)
+        if delivered.accepted:
+            await self.services.accepted(self.session, tx)
+        return delivered
 
     def _handed_over(self, tx: Transaction, delivered: Delivered) -> Step:
         if delivered.accepted:

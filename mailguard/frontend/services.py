@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailguard.clock import Clock
 from mailguard.config import Config
-from mailguard.context import IPAddress
+from mailguard.context import IPAddress, Session, Transaction
 from mailguard.delivery.base import Delivery
+from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
 from mailguard.store.records import MessageRecord
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     from mailguard.frontend.smtpauth import SmtpAuth
 
 Recorder = Callable[[MessageRecord], None]
+# Runs after a hand-over accepted the message (the per-user limits count it there).
+AcceptedHook = Callable[[Session, Transaction], Awaitable[None]]
+
+log = logging.getLogger("mailguard.smtp")
 
 
 def _no_record(_: MessageRecord) -> None:
@@ -43,6 +49,7 @@ class Services:
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
     tls: ssl.SSLContext | None = None  # STARTTLS / SMTPS; None = no certificate configured
     auth: SmtpAuth | None = None  # SMTP AUTH; None = not built (then AUTH is unimplemented)
+    on_accepted: list[tuple[str, AcceptedHook]] = field(default_factory=list)  # (name, hook)
 
     @classmethod
     def build(
@@ -58,6 +65,8 @@ class Services:
         server = config.server
         nets = tuple(ipaddress.ip_network(n, strict=False) for n in server.relay_networks)
         exact, subs = _split_domains(server.local_domains)
+        metrics.declare("mailguard_accepted_hook_errors_total", "counter",
+                        "Failures of the work done after a message was accepted, by hook")
         return cls(config, clock, metrics, pipeline, delivery, record, nets, exact, subs)
 
     def track(self, task: asyncio.Future[Any]) -> None:
@@ -69,6 +78,19 @@ class Services:
         """Wait for every tracked hand-over (shutdown)."""
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def accepted(self, session: Session, tx: Transaction) -> None:
+        """Run the `on_accepted` hooks, in order, for a message the hand-over accepted.
+        The message is queued already: a failing hook is logged and counted, never
+        turned into a different reply. Each hook bounds its own time."""
+        for name, hook in self.on_accepted:
+            try:
+                await hook(session, tx)
+            except Exception as exc:
+                self.metrics.inc("mailguard_accepted_hook_errors_total", hook=name)
+                log.error("event=accepted_hook_error hook=%s session=%s error=%r",
+                          name, session.session_id, str(exc) or type(exc).__name__,
+                          exc_info=not isinstance(exc, (TemporaryError, TimeoutError)))
 
     def is_relay_client(self, ip: IPAddress) -> bool:
         return any(ip.version == n.version and ip in n for n in self.relay_networks)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailguard.app import Resources
-from mailguard.checks.limits import build_limits
+from mailguard.checks.limits import LimitsCheck, build_limits
 from mailguard.config import load
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered, Delivery
@@ -53,13 +53,15 @@ def _limits(r: Rig, url: str, store: Store, delivery: Delivery, *,
 
 
 async def _mail(check: Check, r: Rig, stage: Stage = Stage.MAIL) -> Verdict:
-    """One message of alice's, as far as `stage`, through `check` alone."""
+    """One message of alice's through `check` alone: decided at MAIL, and with
+    Stage.DATA counted as accepted when MAIL let it through."""
     session = Session(ipaddress.ip_address("127.0.0.1"), 4321, r.clock, relay_client=True)
-    session.transaction = Transaction("alice@example.com", rcpts=["bob@example.org"],
-                                      data=b"Subject: s\n\nhi\n")
+    tx = Transaction("alice@example.com", rcpts=["bob@example.org"], data=b"Subject: s\n\nhi\n")
+    session.transaction = tx
     verdict = await check.evaluate(Stage.MAIL, session)
     if stage is Stage.DATA and not verdict.stops:
-        verdict = await check.evaluate(Stage.DATA, session)
+        assert isinstance(check, LimitsCheck)
+        await check.record_accepted(session, tx)
     return verdict
 
 

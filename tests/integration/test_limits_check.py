@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from mailguard.checks.tarpit import build_tarpit
 from mailguard.clock import FrozenClock
 from mailguard.config import Config, load
 from mailguard.context import Session
+from mailguard.delivery.base import Delivered
 from mailguard.delivery.handover import MaildirDelivery
 from mailguard.delivery.maildir import MaildirSpool
 from mailguard.frontend.conversation import Conversation, Data
@@ -29,6 +30,8 @@ from mailguard.pipeline import Pipeline
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.store import migrate
 from mailguard.store.repo import Store
+from mailguard.store.users import UserStore
+from mailguard.verdict import Reply
 from tests.e2e.daemon_harness import run_cli
 from tests.integration.test_users_store import users_url  # noqa: F401 - fixture
 
@@ -260,6 +263,51 @@ async def test_store_failure_follows_on_error(tmp_path: Path, stores: list[Store
     assert replies[-1].startswith(b"250 ok ")
     opened = await make(LIMITS + '[checks.limits]\non_error = "open"\n', "open")
     assert (await opened.send())[-1].startswith(b"250 ok ")
+    # the message is queued when its counting fails: the 250 stands, the error is counted
+    errors = opened.services.metrics.value("mailguard_accepted_hook_errors_total", hook="limits")
+    assert errors == 1
+
+
+class RefusingQueue:
+    """A hand-over that does not take the message: clamd down / qmail-queue failing (4xx)
+    or a virus found (5xx)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.calls = 0
+
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
+        self.calls += 1
+        return Delivered(False, self.reply)
+
+
+async def test_only_mail_the_hand_over_accepted_is_counted(
+        tmp_path: Path, sqlite_url: str, stores: list[Store]) -> None:
+    r = await rig(tmp_path, sqlite_url, LIMITS, stores)
+    users = UserStore(stores[0].engine)
+    accepting = r.services.delivery
+    # a scanner outage: every message (and each retry) is tempfailed at the hand-over;
+    # counted, the 4th would wait at MAIL and the 7th be refused (soft 3, hard 6)
+    down = RefusingQueue(Reply(451, "temporary failure, please try again later", "4.3.0"))
+    r.services.delivery = down
+    for _ in range(8):
+        assert (await r.send())[-1] == b"451 4.3.0 temporary failure, please try again later"
+    virus = RefusingQueue(Reply(554, "message refused: virus found", "5.7.1"))
+    r.services.delivery = virus
+    assert (await r.send())[-1] == b"554 5.7.1 message refused: virus found"
+    assert (down.calls, virus.calls) == (8, 1)
+    assert r.clock.sleeps == [] and r.alerts() == []
+    assert await users.detail("alice@example.com", r.clock.now(), [3600]) is None
+    # accepted: counted once, with its recipients, their domains and its Subject
+    r.services.delivery = accepting
+    rcpts = ("bob@example.org", "eve@Example.NET", "ann@example.org")
+    assert (await r.send(rcpts=rcpts, subject="quarterly report"))[-1].startswith(b"250 ok ")
+    detail = await users.detail("alice@example.com", r.clock.now(), [3600, 86400])
+    assert detail is not None
+    assert [(c.messages, c.rcpts) for c in detail.counts] == [(1, 3), (1, 3)]
+    assert dict(detail.top_domains) == {"example.org": 1, "example.net": 1}
+    assert [subject for _, subject in detail.subjects] == ["quarterly report"]
 
 
 async def test_per_connection_tarpit_walk(tmp_path: Path, sqlite_url: str,
