@@ -4,7 +4,6 @@ the /24 and /64, auto-whitelist, window expiry, exemptions, log mode, store fail
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,22 +20,11 @@ from mailguard.store.greylist import GreylistStore
 from mailguard.store.overrides import OverrideCache, OverrideStore
 from mailguard.store.repo import Store
 from mailguard.verdict import Action, Stage, Verdict
-from tests.integration.databases import BACKENDS, migrated_url
 from tests.integration.greylist_support import rcpt, session
 
 T0 = 1_800_000_000.0
 SENDER, TO = "alice@example.org", "bob@example.com"
 DEFER_300 = "451 4.7.1 Greylisted, please try again in 300 seconds"
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with migrated_url(request, tmp_path) as url:
-        opened = await Store.open(url)
-        try:
-            yield opened
-        finally:
-            await opened.close()
 
 
 def make(store: Store, cfg: GreylistConfig | None = None, *, metrics: Metrics | None = None,

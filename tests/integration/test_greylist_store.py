@@ -4,7 +4,6 @@ in one transaction, concurrent hosts on one triplet, purge, stats, allow."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,10 @@ from mailguard.settings.greylist import GreylistConfig
 from mailguard.store.greylist import Decide, GreylistStore
 from mailguard.store.greylist_records import ClientState, TripletState
 from mailguard.store.repo import Store
-from tests.integration.databases import BACKENDS, migrated_url
 
 T0 = 1_800_000_000.0
 CFG = GreylistConfig()
 KEY, SENDER, RCPT = "192.0.2.0/24", "alice@example.org", "bob@example.com"
-
-
-@pytest.fixture(params=BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with migrated_url(request, tmp_path) as u:
-        yield u
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Store]:
-    opened = await Store.open(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def at(now: float, cfg: GreylistConfig = CFG) -> Decide[Decision]:
@@ -91,11 +74,11 @@ async def test_stats_allow_and_purge(store: Store) -> None:
     assert (stats.triplets, stats.clients) == (0, 0)
 
 
-async def test_concurrent_hosts_on_one_triplet(url: str) -> None:
+async def test_concurrent_hosts_on_one_triplet(db_url: str) -> None:
     """Two MX hosts (two engines) hit one new triplet at once, then retry at once: every
     first try is deferred and counted, exactly one retry carries the delay header, and
     the client's pass is counted once."""
-    host_a, host_b = await Store.open(url), await Store.open(url)
+    host_a, host_b = await Store.open(db_url), await Store.open(db_url)
     try:
         repos = [GreylistStore(host_a.engine), GreylistStore(host_b.engine)]
         first = await asyncio.gather(
