@@ -148,7 +148,7 @@ def build_virus_notifier(res: Resources, is_local: Callable[[str], bool]) -> Mai
         is_local=is_local,
         clock=res.clock,
         templates=TemplateSet.load(c.virus.templates_dir or None),
-        languages=prefs_languages(PrefsStore(res.store.engine)),
+        languages=prefs_languages(PrefsStore(res.store.db)),
         metrics=res.metrics,
     )
 

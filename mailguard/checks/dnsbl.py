@@ -311,6 +311,6 @@ class DnsblCheck:
 
 def build_dnsbl(res: Resources) -> DnsblCheck:
     """The check with the daemon's shared resolver and an override cache on its store."""
-    overrides = OverrideCache(OverrideStore(res.store.engine), res.clock,
+    overrides = OverrideCache(OverrideStore(res.store.db), res.clock,
                               refresh_s=res.config.dnsbl.override_refresh_s)
     return DnsblCheck(res.config.dnsbl, res.resolver(), overrides, res.metrics, res.clock)

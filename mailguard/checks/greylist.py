@@ -157,7 +157,7 @@ def build_greylist(res: Resources) -> tuple[Check, CheckPolicy]:
     from mailguard.store.overrides import OverrideCache, OverrideStore  # noqa: PLC0415
 
     policy = res.config.policy("greylist", CheckPolicy(mode=Mode.OFF))
-    overrides = OverrideCache(OverrideStore(res.store.engine), res.clock)
-    check = GreylistCheck(res.config.greylist, GreylistStore(res.store.engine), res.metrics,
+    overrides = OverrideCache(OverrideStore(res.store.db), res.clock)
+    check = GreylistCheck(res.config.greylist, GreylistStore(res.store.db), res.metrics,
                           overrides=overrides.match, add_header=policy.mode is Mode.ENFORCE)
     return check, policy

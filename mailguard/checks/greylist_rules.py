@@ -24,6 +24,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PASS_COUNT_INTERVAL_S = 3600  # one counted pass per client and hour (Postgrey)
+# A passed triplet's last_seen is rewritten at most this often: it only keeps the row from
+# being purged (max_age_d), and skipping the write keeps known senders off the write path.
+TOUCH_INTERVAL_S = 3600
 NULL_SENDER = "<>"  # the sender part of a bounce's triplet
 
 # BATV (draft-levine-smtp-batv): "prvs=TAG=user" (and Microsoft's "msprvs1=TAG=user"),
@@ -169,8 +172,10 @@ def decide(
     if entry is not None and now - entry.last_seen > cfg.max_age_d * 86400:
         entry = None  # forgotten: not purged yet, but as good as gone
     if entry is not None and entry.passed_ts is not None:
+        touch = now - entry.last_seen >= TOUCH_INTERVAL_S
         return Decision(
-            Result.PASSED, entry=replace(entry, last_seen=now), reason="triplet passed before"
+            Result.PASSED, entry=replace(entry, last_seen=now) if touch else None,
+            reason="triplet passed before",
         )
     restart = entry is not None and now - entry.first_seen > cfg.retry_window_h * 3600
     if entry is None or restart:

@@ -197,7 +197,7 @@ def build_limits(res: Resources, services: Services) -> tuple[Check, CheckPolicy
     if isinstance(delivery, ScanningDelivery):  # our own alert: never through the scanners
         delivery = delivery.inner
     check = LimitsCheck(
-        config.limits, UserStore(res.store.engine), delivery,
+        config.limits, UserStore(res.store.db), delivery,
         hostname=config.server.hostname, metrics=res.metrics,
         is_local_domain=services.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
         record_timeout_s=policy.timeout_s,

@@ -85,7 +85,7 @@ async def _run(action: str, url: str, address: str, password: str | None) -> int
 
     store = await Store.open(url)
     try:
-        accounts = AccountStore(store.engine, url)
+        accounts = AccountStore(store.db, url)
         hashed = None
         if password is not None:
             from mailguard.auth.users import hash_password  # noqa: PLC0415

@@ -164,7 +164,7 @@ def run(config: Config, action: Callable[[PrefsStore, float], Awaitable[int]]) -
     async def main() -> int:
         store = await Store.open(config.store.url)
         try:
-            return await action(PrefsStore(store.engine), SystemClock().now())
+            return await action(PrefsStore(store.db), SystemClock().now())
         finally:
             await store.close()
 

@@ -82,7 +82,7 @@ async def _run(args: argparse.Namespace, config: Any, *, key: str, older_s: int)
         print(f"mailguard: {exc}", file=sys.stderr)
         return 1
     try:
-        repo = GreylistStore(store.engine)
+        repo = GreylistStore(store.db)
         now = time.time()
         command = args.greylist_command
         if command == "list":

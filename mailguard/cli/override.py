@@ -88,7 +88,7 @@ async def _run(args: argparse.Namespace, url: str, expires_s: int | None) -> int
         print(f"mailguard: {exc}", file=sys.stderr)
         return 1
     try:
-        repo = OverrideStore(store.engine)
+        repo = OverrideStore(store.db)
         now = time.time()
         if args.override_command == "add":
             entry = await repo.add(

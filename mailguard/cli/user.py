@@ -88,7 +88,7 @@ def _run(config: Config, action: Callable[[UserStore, Config, float], Awaitable[
     async def main() -> int:
         store = await Store.open(config.store.url)
         try:
-            return await action(UserStore(store.engine), config, SystemClock().now())
+            return await action(UserStore(store.db), config, SystemClock().now())
         finally:
             await store.close()
 

@@ -178,5 +178,5 @@ def build_smtp_auth(
         from mailguard.auth.users import UserTableAuth  # noqa: PLC0415
         from mailguard.store.accounts import AccountStore  # noqa: PLC0415
 
-        backend = UserTableAuth(AccountStore(store.engine))
+        backend = UserTableAuth(AccountStore(store.db))
     return SmtpAuth(cfg, backend, clock, metrics)

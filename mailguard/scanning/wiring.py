@@ -33,7 +33,7 @@ def build_setup(res: Resources) -> ScanSetup:
     spamd = SpamdClient(cfg.spamd.servers, timeout_s=cfg.spamd.timeout_s) \
         if cfg.spamd.servers else None
     return ScanSetup(
-        clamd=clamd, spamd=spamd, prefs=PrefsStore(res.store.engine) if spamd else None,
+        clamd=clamd, spamd=spamd, prefs=PrefsStore(res.store.db) if spamd else None,
         clamd_cfg=cfg.clamd, spamd_cfg=cfg.spamd, spam_cfg=cfg.spam,
         deadline_s=cfg.scan.deadline_s,
     )

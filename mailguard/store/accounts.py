@@ -8,9 +8,10 @@ from typing import Any, cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from mailguard.store.engine import SQLITE_BEGIN, translate_errors
+from mailguard.store.database import Database
+from mailguard.store.engine import translate_errors
 from mailguard.store.models import MailUser
 
 
@@ -29,12 +30,10 @@ def normalise(address: str) -> str:
 class AccountStore:
     """The `mail_user` rows, by address."""
 
-    def __init__(self, engine: AsyncEngine, url: str = "") -> None:
-        self._url = url or str(engine.url)
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._writer = async_sessionmaker(
-            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}), expire_on_commit=False
-        )
+    def __init__(self, db: Database, url: str = "") -> None:
+        self._url = url or str(db.url)
+        self._sessions = async_sessionmaker(db.engine, expire_on_commit=False)
+        self._writer = db
 
     async def get(self, address: str) -> Account | None:
         with translate_errors("reading mail user", self._url):
@@ -52,7 +51,7 @@ class AccountStore:
         """Create the account; False when it already exists (nothing changed)."""
         addr = normalise(address)
         with translate_errors("adding mail user", self._url):
-            async with self._writer.begin() as session:
+            async with self._writer.session() as session:
                 if await session.get(MailUser, addr) is not None:
                     return False
                 session.add(_new_row(addr, password_hash, now))
@@ -62,7 +61,7 @@ class AccountStore:
         """Set or replace the password, creating the account if missing; True if created."""
         addr = normalise(address)
         with translate_errors("setting password", self._url):
-            async with self._writer.begin() as session:
+            async with self._writer.session() as session:
                 row = await session.get(MailUser, addr)
                 if row is None:
                     session.add(_new_row(addr, password_hash, now))
@@ -84,7 +83,7 @@ class AccountStore:
 
     async def _change(self, query: Any, what: str) -> bool:
         with translate_errors(what, self._url):
-            async with self._writer.begin() as session:
+            async with self._writer.session() as session:
                 result = cast("CursorResult[Any]", await session.execute(query))
         return result.rowcount > 0
 

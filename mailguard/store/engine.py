@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import Engine, event, exc
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -117,6 +118,17 @@ def _sqlite_on_begin(conn: Connection) -> None:
     if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
         raise ValueError(f"{SQLITE_BEGIN}={mode!r}")
     conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_sync_sqlite_engine(url: URL, *, pool_size: int) -> Engine:
+    """A synchronous engine on the same SQLite file as `url`, with the same settings
+    (busy timeout, WAL, SQLAlchemy-controlled BEGIN), for threads that run whole reads or
+    write batches in one go (store.database). Its connections may move between threads."""
+    engine = sa_create_engine(url.set(drivername="sqlite"), pool_size=pool_size,
+                              max_overflow=pool_size)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
 
 
 def create_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:

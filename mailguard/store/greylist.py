@@ -5,7 +5,7 @@ that uses the same database.
 and writes what it returns. Two hosts may see the same triplet at once: on SQLite the
 transaction takes the write lock up front (BEGIN IMMEDIATE); on PostgreSQL the rows are
 read FOR UPDATE, and a concurrent first insert (IntegrityError) retries the whole
-transaction, which then sees the other host's row."""
+transaction, which then sees the other host's row (`Database.batched`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, CursorResult
 
+from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
 from mailguard.store.greylist_records import (
     ClientState,
@@ -30,90 +29,51 @@ T = TypeVar("T")
 Decide = Callable[
     [TripletState | None, ClientState | None], tuple[TripletState | None, ClientState | None, T]
 ]
-ATTEMPTS = 3  # a lost insert race costs one more round; three means something is wrong
 
 _G = cast(Table, GreylistEntry.__table__)
 _C = cast(Table, GreylistClient.__table__)
 
 
 class GreylistStore:
-    """Repository of the greylisting tables on the store's engine."""
+    """Repository of the greylisting tables on the store's database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._engine = db.engine
 
     async def update(self, client_key: str, sender: str, rcpt: str, decide: Decide[T]) -> T:
         """Read the triplet and the client, call `decide(triplet, client)` -> (new
-        triplet, new client, result), write the non-None states, return the result."""
+        triplet, new client, result), write the non-None states, return the result.
+
+        The read runs first without the write lock: when `decide` writes nothing (a
+        known triplet or a whitelisted client, most mail) that is all. Otherwise the
+        read and the decision are repeated inside the write transaction, so concurrent
+        sessions (and hosts) decide on the state they will overwrite.
+        """
         with translate_errors("greylist update", self._engine.url):
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    async with self._writer.begin() as conn:
-                        return await self._update(conn, client_key, sender, rcpt, decide)
-                except IntegrityError:
-                    if attempt == ATTEMPTS:
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _update(self, conn: AsyncConnection, client_key: str, sender: str, rcpt: str,
-                      decide: Decide[T]) -> T:
-        where = and_(_G.c.client_key == client_key, _G.c.sender == sender, _G.c.rcpt == rcpt)
-        row = (await conn.execute(
-            select(_G.c.first_seen, _G.c.last_seen, _G.c.passed_ts, _G.c.deferrals)
-            .where(where).with_for_update()
-        )).first()
-        crow = (await conn.execute(
-            select(_C.c.passes, _C.c.first_seen, _C.c.last_seen)
-            .where(_C.c.client_key == client_key).with_for_update()
-        )).first()
-        entry = TripletState(row[0], row[1], row[2], row[3]) if row else None
-        client = ClientState(crow[0], crow[1], crow[2]) if crow else None
-        new_entry, new_client, result = decide(entry, client)
-        if new_entry is not None:
-            values = {
-                "first_seen": new_entry.first_seen,
-                "last_seen": new_entry.last_seen,
-                "passed_ts": new_entry.passed_ts,
-                "deferrals": new_entry.deferrals,
-            }
-            if row is None:
-                await conn.execute(insert(_G).values(
-                    client_key=client_key, sender=sender, rcpt=rcpt, **values))
-            else:
-                await conn.execute(update(_G).where(where).values(**values))
-        if new_client is not None:
-            await self._put_client(conn, client_key, new_client, exists=crow is not None)
-        return result
-
-    @staticmethod
-    async def _put_client(conn: AsyncConnection, client_key: str, state: ClientState, *,
-                          exists: bool) -> None:
-        values = {"passes": state.passes, "first_seen": state.first_seen,
-                  "last_seen": state.last_seen}
-        if exists:
-            await conn.execute(update(_C).where(_C.c.client_key == client_key).values(**values))
-        else:
-            await conn.execute(insert(_C).values(client_key=client_key, **values))
+            entry, client = await self._db.read(
+                lambda conn: _read(conn, client_key, sender, rcpt, lock=False))
+            new_entry, new_client, result = decide(entry, client)
+            if new_entry is None and new_client is None:
+                return result
+            return await self._db.batched(
+                lambda conn: _write(conn, client_key, sender, rcpt, decide))
 
     async def allow(self, client_key: str, passes: int, now: float) -> ClientState:
         """Whitelist a client key: its passes become at least `passes`."""
+
+        def write(conn: Connection) -> ClientState:
+            crow = conn.execute(
+                select(_C.c.passes, _C.c.first_seen)
+                .where(_C.c.client_key == client_key).with_for_update()
+            ).first()
+            state = ClientState(max(passes, crow[0]) if crow else passes,
+                                crow[1] if crow else now, now)
+            _put_client(conn, client_key, state, exists=crow is not None)
+            return state
+
         with translate_errors("greylist allow", self._engine.url):
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    async with self._writer.begin() as conn:
-                        crow = (await conn.execute(
-                            select(_C.c.passes, _C.c.first_seen)
-                            .where(_C.c.client_key == client_key).with_for_update()
-                        )).first()
-                        state = ClientState(max(passes, crow[0]) if crow else passes,
-                                            crow[1] if crow else now, now)
-                        await self._put_client(conn, client_key, state, exists=crow is not None)
-                        return state
-                except IntegrityError:
-                    if attempt == ATTEMPTS:
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await self._db.batched(write)
 
     async def purge(self, now: float, max_age_s: float, retry_window_s: float) -> tuple[int, int]:
         """Forget triplets unseen for `max_age_s`, pending ones unseen for the retry window
@@ -122,7 +82,7 @@ class GreylistStore:
         old = now - max_age_s
         stale = and_(_G.c.passed_ts.is_(None), _G.c.last_seen < now - retry_window_s)
         with translate_errors("greylist purge", self._engine.url):
-            async with self._engine.begin() as conn:
+            async with self._db.transaction() as conn:
                 res_t = await conn.execute(delete(_G).where(or_(_G.c.last_seen < old, stale)))
                 res_c = await conn.execute(delete(_C).where(_C.c.last_seen < old))
         return (cast("CursorResult[Any]", res_t).rowcount,
@@ -163,3 +123,50 @@ class GreylistStore:
                     )).scalar_one()
         return GreylistStats(int(total), int(n_passed), int(total) - int(n_passed),
                              int(clients), int(white))
+
+
+def _read(conn: Connection, client_key: str, sender: str, rcpt: str, *,
+          lock: bool) -> tuple[TripletState | None, ClientState | None]:
+    where = and_(_G.c.client_key == client_key, _G.c.sender == sender, _G.c.rcpt == rcpt)
+    q_entry = select(_G.c.first_seen, _G.c.last_seen, _G.c.passed_ts,
+                     _G.c.deferrals).where(where)
+    q_client = select(_C.c.passes, _C.c.first_seen, _C.c.last_seen).where(
+        _C.c.client_key == client_key)
+    if lock:
+        q_entry, q_client = q_entry.with_for_update(), q_client.with_for_update()
+    row = conn.execute(q_entry).first()
+    crow = conn.execute(q_client).first()
+    return (TripletState(row[0], row[1], row[2], row[3]) if row else None,
+            ClientState(crow[0], crow[1], crow[2]) if crow else None)
+
+
+def _write(conn: Connection, client_key: str, sender: str, rcpt: str, decide: Decide[T]) -> T:
+    entry, client = _read(conn, client_key, sender, rcpt, lock=True)
+    new_entry, new_client, result = decide(entry, client)
+    if new_entry is not None:
+        values = {
+            "first_seen": new_entry.first_seen,
+            "last_seen": new_entry.last_seen,
+            "passed_ts": new_entry.passed_ts,
+            "deferrals": new_entry.deferrals,
+        }
+        if entry is None:
+            conn.execute(insert(_G).values(
+                client_key=client_key, sender=sender, rcpt=rcpt, **values))
+        else:
+            where = and_(_G.c.client_key == client_key, _G.c.sender == sender,
+                         _G.c.rcpt == rcpt)
+            conn.execute(update(_G).where(where).values(**values))
+    if new_client is not None:
+        _put_client(conn, client_key, new_client, exists=client is not None)
+    return result
+
+
+def _put_client(conn: Connection, client_key: str, state: ClientState, *,
+                exists: bool) -> None:
+    values = {"passes": state.passes, "first_seen": state.first_seen,
+              "last_seen": state.last_seen}
+    if exists:
+        conn.execute(update(_C).where(_C.c.client_key == client_key).values(**values))
+    else:
+        conn.execute(insert(_C).values(client_key=client_key, **values))

@@ -17,10 +17,11 @@ from typing import Any, Literal, cast
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from mailguard.clock import Clock
 from mailguard.errors import TemporaryError
+from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
 from mailguard.store.models import IpOverride
 
@@ -91,11 +92,12 @@ def _to_override(row: IpOverride) -> Override:
 
 
 class OverrideStore:
-    """Repository of `ip_override` rows on the store's engine."""
+    """Repository of `ip_override` rows on the store's database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._engine = db.engine
+        self._sessions = async_sessionmaker(db.engine, expire_on_commit=False)
 
     async def add(self, network: str, action: OverrideAction, *, reason: str = "",
                   now: float, expires_ts: float | None = None,
@@ -104,9 +106,8 @@ class OverrideStore:
         net = canonical_network(network)
         if action not in ("allow", "deny"):
             raise ValueError(f"action must be allow or deny, got {action!r}")
-        engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
         with translate_errors("adding override", self._engine.url):
-            async with async_sessionmaker(engine, expire_on_commit=False).begin() as s:
+            async with self._db.session() as s:
                 await s.execute(delete(IpOverride).where(IpOverride.network == net))
                 row = IpOverride(network=net, action=action, reason=reason, created_ts=now,
                                  expires_ts=expires_ts, created_by=created_by)
@@ -117,7 +118,7 @@ class OverrideStore:
         """Delete the entry for `network`; False when there was none."""
         net = canonical_network(network)
         with translate_errors("removing override", self._engine.url):
-            async with self._sessions.begin() as s:
+            async with self._db.session() as s:
                 result = await s.execute(delete(IpOverride).where(IpOverride.network == net))
         return cast("CursorResult[Any]", result).rowcount > 0
 

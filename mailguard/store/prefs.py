@@ -12,9 +12,9 @@ from typing import Any, cast
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailguard.store.engine import SQLITE_BEGIN, translate_errors
+from mailguard.store.database import Database
+from mailguard.store.engine import translate_errors
 from mailguard.store.models import MailDomain, MailUser, Userpref
 from mailguard.store.prefs_records import DomainPrefs, PrefRow, UserPrefs
 
@@ -38,12 +38,12 @@ def _user(row: Any) -> UserPrefs:
 
 
 class PrefsStore:
-    """Repository over mail_domain, mail_user and userpref; takes the daemon's engine."""
+    """Repository over mail_domain, mail_user and userpref; takes the daemon's database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-        self._url = engine.url
+    def __init__(self, db: Database) -> None:
+        self._engine = db.engine
+        self._writer = db
+        self._url = db.url
 
     # --- what the QUEUE stage reads -------------------------------------------------------
 
@@ -90,7 +90,7 @@ class PrefsStore:
                                     ("spam_box", spam_box), ("language", language))
                   if v is not None}
         with translate_errors("writing domain", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 found = (await conn.execute(
                     select(MailDomain.domain).where(MailDomain.domain == domain))).first()
                 if found is None:
@@ -125,7 +125,7 @@ class PrefsStore:
                                     ("spam_box", spam_box), ("language", language))
                   if v is not _UNSET}
         with translate_errors("writing user", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 found = (await conn.execute(
                     select(MailUser.address).where(MailUser.address == address))).first()
                 if found is None:
@@ -157,7 +157,7 @@ class PrefsStore:
         (list preferences such as whitelist_from take several rows)."""
         username = _username(username)
         with translate_errors("writing userpref", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 if not add:
                     await conn.execute(delete(Userpref).where(
                         Userpref.username == username, Userpref.preference == preference))
@@ -170,7 +170,7 @@ class PrefsStore:
         if value is not None:
             cond.append(Userpref.value == value)
         with translate_errors("deleting userpref", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 result = cast("CursorResult[Any]",
                               await conn.execute(delete(Userpref).where(*cond)))
         return result.rowcount

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from mailguard.store.database import Database
 from mailguard.store.engine import create_engine, translate_errors
 from mailguard.store.migrate import check_revision, missing_sqlite_file, revision_on
 from mailguard.store.models import MessageLog
@@ -72,6 +73,7 @@ class Store:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self._engine = engine
         self._url = url
+        self.db = Database(engine)  # what repositories are built on (writes go through it)
         # expire_on_commit=False: rows stay readable after commit without another query.
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
@@ -99,7 +101,7 @@ class Store:
 
     async def close(self) -> None:
         """Close pooled connections (drivers warn about connections left open)."""
-        await self._engine.dispose()
+        await self.db.close()
 
     async def record_message(self, rec: MessageRecord) -> None:
         """Append one transaction to the message log."""
@@ -129,7 +131,7 @@ class Store:
         if not rows:
             return
         with translate_errors("recording message", self._url):
-            async with self._sessions.begin() as session:
+            async with self.db.session() as session:
                 session.add_all(rows)
 
     async def recent_messages(self, limit: int = 50) -> list[MessageRecord]:
@@ -166,7 +168,7 @@ class Store:
                     .where(MessageLog.id.in_(batch))
                     .execution_options(synchronize_session=False)  # no ORM objects to sync
                 )
-                async with self._sessions.begin() as session:
+                async with self.db.session() as session:
                     result = cast("CursorResult[Any]", await session.execute(query))
                 total += result.rowcount
                 if result.rowcount < PURGE_BATCH:

@@ -14,9 +14,10 @@ from typing import Any, cast
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailguard.store.engine import SQLITE_BEGIN, translate_errors
+from mailguard.store.database import Database
+from mailguard.store.engine import translate_errors
 from mailguard.store.models import Setting, UserEvent, UserState
 from mailguard.store.user_records import UserActivity, UserDetail, UserStatus, WindowCount
 
@@ -52,12 +53,12 @@ def _counts(values: Sequence[Any], periods: Sequence[int]) -> tuple[WindowCount,
 
 
 class UserStore:
-    """Repository for the per-user tables; takes the daemon's (or CLI's) engine."""
+    """Repository for the per-user tables; takes the daemon's (or CLI's) database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-        self._url = engine.url
+    def __init__(self, db: Database) -> None:
+        self._engine = db.engine
+        self._writer = db
+        self._url = db.url
 
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
@@ -88,7 +89,7 @@ class UserStore:
         row = {"user": user, "ts": ts, "messages": 1, "rcpts": rcpts,
                "rcpt_domains": ",".join(domains), "subject": subject}
         with translate_errors("recording user event", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 await conn.execute(self._insert(UserEvent).values(**row))
                 await conn.execute(
                     delete(UserEvent).where(UserEvent.user == user, UserEvent.ts <= ts - keep_s)
@@ -105,7 +106,7 @@ class UserStore:
 
     async def suspend(self, user: str, reason: str, ts: float) -> None:
         with translate_errors("suspending user", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 await self._ensure_state(conn, user)
                 await conn.execute(
                     update(UserState)
@@ -118,7 +119,7 @@ class UserStore:
         still over a limit is refused, but not alerted on and suspended again at once.
         False when the user was not suspended."""
         with translate_errors("unsuspending user", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 result = cast("CursorResult[Any]", await conn.execute(
                     update(UserState)
                     .where(UserState.user == user, UserState.suspended.is_(True))
@@ -130,7 +131,7 @@ class UserStore:
         """Start an incident: True for exactly one caller (across sessions and MX hosts)
         when the user's last alert is older than `not_after` (or there is none)."""
         with translate_errors("claiming user alert", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 await self._ensure_state(conn, user)
                 result = cast("CursorResult[Any]", await conn.execute(
                     update(UserState)
@@ -144,7 +145,7 @@ class UserStore:
     async def release_alert(self, user: str) -> None:
         """Undo `claim_alert` when the alert could not be sent: the next crossing retries."""
         with translate_errors("releasing user alert", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 await conn.execute(
                     update(UserState)
                     .where(UserState.user == user, UserState.alerts > 0)
@@ -214,7 +215,7 @@ class UserStore:
             index_elements=["key"], set_={"value": value, "updated_ts": ts}
         )
         with translate_errors("writing setting", self._url):
-            async with self._writer.begin() as conn:
+            async with self._writer.transaction() as conn:
                 await conn.execute(stmt)
 
     async def panic(self) -> bool:

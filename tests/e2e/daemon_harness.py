@@ -110,9 +110,9 @@ def upgrade_store(store_url: str) -> None:
 
 
 def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
-                 extra_args: tuple[str, ...] = ()) -> Daemon:
-    """Write the config (with `{tmp}` filled in), upgrade the store, start and wait for
-    every listener."""
+                 extra_args: tuple[str, ...] = (), store: str | None = None) -> Daemon:
+    """Write the config (with `{tmp}` filled in), upgrade the store (default: SQLite in
+    `tmp`), start and wait for every listener."""
     text = config_toml.replace("{tmp}", str(tmp))
     if "[control]" not in text:  # never the system-wide /run/mailguard/control.sock
         text += f'\n[control]\nsocket = "{tmp}/control.sock"\n'
@@ -120,7 +120,7 @@ def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
         text = text.replace("[control]\n", f'[control]\nqmailqueue_allowed = ["{RECORDER}"]\n', 1)
     cfg = tmp / "mailguard.toml"
     cfg.write_text(text)
-    store = f"sqlite+aiosqlite:///{tmp}/mailguard.db"
+    store = store or f"sqlite+aiosqlite:///{tmp}/mailguard.db"
     if upgrade:
         upgrade_store(store)
     proc = subprocess.Popen(

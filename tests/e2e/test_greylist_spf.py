@@ -71,7 +71,7 @@ def first_try_in_the_past(d: Daemon, key: str, sender: str, rcpt: str, ago_s: fl
     async def run() -> None:
         store = await Store.open(store_url(d))
         try:
-            await GreylistStore(store.engine).update(key, sender, rcpt, first)
+            await GreylistStore(store.db).update(key, sender, rcpt, first)
         finally:
             await store.close()
 

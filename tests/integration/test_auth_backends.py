@@ -65,7 +65,7 @@ async def test_checkpassword_input_too_long_is_a_wrong_login(tmp_path: Path) -> 
 
 @pytest.fixture
 def accounts(store: Store, db_url: str) -> AccountStore:
-    return AccountStore(store.engine, db_url)
+    return AccountStore(store.db, db_url)
 
 
 async def test_account_store(accounts: AccountStore) -> None:
@@ -108,7 +108,7 @@ async def test_store_down_is_temporary() -> None:
     url = f"postgresql://mailguard@127.0.0.1:{port}/mailguard"
     store = await Store.open(url, check_schema=False)
     try:
-        auth = UserTableAuth(AccountStore(store.engine, url), FAST)
+        auth = UserTableAuth(AccountStore(store.db, url), FAST)
         with pytest.raises(TemporaryError, match="reading mail user"):
             await auth.verify("a@example.com", "pw", client_ip="192.0.2.7")
     finally:

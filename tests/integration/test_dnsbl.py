@@ -165,7 +165,7 @@ def make_rig(server: str, config: DnsblConfig, store: Store | None = None,
              timeout_s: float = 2.0) -> Rig:
     clock = FrozenClock(NOW)
     metrics = Metrics()
-    repo = OverrideStore(store.engine) if store else None
+    repo = OverrideStore(store.db) if store else None
     cache = OverrideCache(repo, clock) if repo else None
     check = DnsblCheck(config, resolver_for(server, clock, timeout_s), cache, metrics, clock)
     return Rig(check, metrics, clock, repo)

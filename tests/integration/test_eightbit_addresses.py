@@ -29,14 +29,14 @@ NOW = 1_795_711_998.0
 
 async def test_store_refuses_unencodable_text_as_temporary_error(store: Store) -> None:
     with pytest.raises(TemporaryError, match="greylist update"):
-        await GreylistStore(store.engine).update(
+        await GreylistStore(store.db).update(
             "192.0.2.0/24", "s@example.org", EIGHT_BIT, lambda e, c: (None, None, 0))
     with pytest.raises(TemporaryError, match="suspending user"):
-        await UserStore(store.engine).suspend(EIGHT_BIT, "test", NOW)
+        await UserStore(store.db).suspend(EIGHT_BIT, "test", NOW)
 
 
 async def test_prefs_of_an_unencodable_recipient_are_absent(store: Store) -> None:
-    prefs = PrefsStore(store.engine)
+    prefs = PrefsStore(store.db)
     await prefs.set_domain("example.com", NOW, spam_enabled=True)
     users, domains = await prefs.lookup([EIGHT_BIT])
     assert users == {} and set(domains) == {"example.com"}  # the domain's rules apply
@@ -53,7 +53,7 @@ def test_cli_reports_an_unencodable_name_without_a_traceback(tmp_path: Path) -> 
 
 async def test_spamd_scans_an_eight_bit_recipient(spamd_addr: tuple[str, int], tmp_path: Path,
                                                   store: Store) -> None:
-    prefs = PrefsStore(store.engine)
+    prefs = PrefsStore(store.db)
     await prefs.set_domain("example.com", NOW, spam_enabled=True)
     spamd = SpamdClient([f"{spamd_addr[0]}:{spamd_addr[1]}"], timeout_s=20)
     result = await spamd.check(message(gtube()), EIGHT_BIT)

@@ -29,8 +29,8 @@ DEFER_300 = "451 4.7.1 Greylisted, please try again in 300 seconds"
 
 def make(store: Store, cfg: GreylistConfig | None = None, *, metrics: Metrics | None = None,
          add_header: bool = True, clock: FrozenClock | None = None) -> GreylistCheck:
-    overrides = OverrideCache(OverrideStore(store.engine), clock or FrozenClock(T0))
-    return GreylistCheck(cfg or GreylistConfig(), GreylistStore(store.engine),
+    overrides = OverrideCache(OverrideStore(store.db), clock or FrozenClock(T0))
+    return GreylistCheck(cfg or GreylistConfig(), GreylistStore(store.db),
                          metrics or Metrics(), overrides=overrides.match, add_header=add_header)
 
 
@@ -170,21 +170,21 @@ async def test_exemptions(store: Store, kw: dict[str, object], cfg: GreylistConf
     v = await rcpt(check, s, TO)
     assert (v.action, v.reason) == (Action.CONTINUE, reason)
     assert metrics.value("mailguard_greylist_total", result="exempt") == 1
-    assert await GreylistStore(store.engine).triplets() == []  # nothing stored
+    assert await GreylistStore(store.db).triplets() == []  # nothing stored
 
 
 async def test_null_sender_greylisted_by_default(store: Store) -> None:
     clock = FrozenClock(T0)
     check = make(store)
     assert reply(await rcpt(check, session(clock, "192.0.2.10", ""), TO)) == DEFER_300
-    [row] = await GreylistStore(store.engine).triplets()
+    [row] = await GreylistStore(store.db).triplets()
     assert (row.sender, row.rcpt) == ("<>", TO)
 
 
 async def test_allow_override_exempts(store: Store) -> None:
     clock = FrozenClock(T0)
-    await OverrideStore(store.engine).add("192.0.2.0/24", "allow", reason="partner", now=T0)
-    await OverrideStore(store.engine).add("198.51.100.0/24", "deny", now=T0)
+    await OverrideStore(store.db).add("192.0.2.0/24", "allow", reason="partner", now=T0)
+    await OverrideStore(store.db).add("198.51.100.0/24", "deny", now=T0)
     check = make(store, clock=clock)
     v = await rcpt(check, session(clock, "192.0.2.10", SENDER), TO)
     assert v.reason == "exempt: allow override"
@@ -215,7 +215,7 @@ async def test_spf_domain_key_across_pool_addresses(store: Store) -> None:
     assert s.transaction is not None
     s.transaction.facts.update(spf="softfail", spf_domain="pool.example")
     assert reply(await rcpt(check, s, TO)) == DEFER_300
-    keys = {r.client_key for r in await GreylistStore(store.engine).triplets()}
+    keys = {r.client_key for r in await GreylistStore(store.db).triplets()}
     assert keys == {"pool.example", "203.0.113.0/24"}
 
 
@@ -241,7 +241,7 @@ async def test_store_failure_follows_on_error(tmp_path: Path, on_error: OnError,
     broken = await Store.open(f"sqlite:///{tmp_path}/no-tables.db", check_schema=False)
     try:
         check = GreylistCheck(GreylistConfig(honour_overrides=False),
-                              GreylistStore(broken.engine), Metrics())
+                              GreylistStore(broken.db), Metrics())
         pipeline = Pipeline([(check, CheckPolicy(on_error=on_error))], Metrics())
         s = session(FrozenClock(T0), "192.0.2.10", SENDER)
         s.transaction.rcpt = TO  # type: ignore[union-attr]
@@ -261,5 +261,5 @@ async def test_hourly_purge_forgets_old_entries(store: Store) -> None:
     await rcpt(check, session(clock, "192.0.2.10", SENDER), TO)  # pending
     clock.advance(49 * 3600)  # past the retry window and the purge interval
     await rcpt(check, session(clock, "198.51.100.1", "x@example.net"), TO)
-    rows = await GreylistStore(store.engine).triplets()
+    rows = await GreylistStore(store.db).triplets()
     assert [r.client_key for r in rows] == ["198.51.100.0/24"]

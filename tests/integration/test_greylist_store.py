@@ -32,7 +32,7 @@ def at(now: float, cfg: GreylistConfig = CFG) -> Decide[Decision]:
 
 
 async def test_update_reads_decides_and_writes(store: Store) -> None:
-    repo = GreylistStore(store.engine)
+    repo = GreylistStore(store.db)
     first = await repo.update(KEY, SENDER, RCPT, at(T0))
     assert (first.result, first.wait_s) == (Result.DEFERRED, 300)
     early = await repo.update(KEY, SENDER, RCPT, at(T0 + 100))
@@ -43,14 +43,18 @@ async def test_update_reads_decides_and_writes(store: Store) -> None:
     assert (again.result, again.delayed_s) == (Result.PASSED, None)
     [row] = await repo.triplets()
     assert (row.client_key, row.sender, row.rcpt) == (KEY, SENDER, RCPT)
-    assert row.state == TripletState(T0, T0 + 900, T0 + 301, 2)
+    # within the hour a passed triplet is read, not rewritten
+    assert row.state == TripletState(T0, T0 + 301, T0 + 301, 2)
+    await repo.update(KEY, SENDER, RCPT, at(T0 + 301 + 3600))
+    [row] = await repo.triplets()
+    assert row.state == TripletState(T0, T0 + 301 + 3600, T0 + 301, 2)
     assert await repo.client(KEY) == ClientState(1, T0 + 301, T0 + 301)
     other = await repo.update(KEY, SENDER, "carol@example.com", at(T0 + 900))
     assert other.result is Result.DEFERRED  # another recipient is another triplet
 
 
 async def test_stats_allow_and_purge(store: Store) -> None:
-    repo = GreylistStore(store.engine)
+    repo = GreylistStore(store.db)
     await repo.update(KEY, SENDER, RCPT, at(T0))
     await repo.update(KEY, SENDER, RCPT, at(T0 + 400))  # passed
     await repo.update("198.51.100.0/24", "x@spam.example", RCPT, at(T0 + 10))  # pending
@@ -80,7 +84,7 @@ async def test_concurrent_hosts_on_one_triplet(db_url: str) -> None:
     the client's pass is counted once."""
     host_a, host_b = await Store.open(db_url), await Store.open(db_url)
     try:
-        repos = [GreylistStore(host_a.engine), GreylistStore(host_b.engine)]
+        repos = [GreylistStore(host_a.db), GreylistStore(host_b.db)]
         first = await asyncio.gather(
             *(repos[i % 2].update(KEY, SENDER, RCPT, at(T0 + i * 0.01)) for i in range(10)))
         assert {d.result for d in first} == {Result.DEFERRED}
@@ -102,6 +106,6 @@ async def test_store_failure_is_temporary(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path}/empty.db", check_schema=False)
     try:
         with pytest.raises(TemporaryError, match="greylist update failed"):
-            await GreylistStore(store.engine).update(KEY, SENDER, RCPT, at(T0))
+            await GreylistStore(store.db).update(KEY, SENDER, RCPT, at(T0))
     finally:
         await store.close()

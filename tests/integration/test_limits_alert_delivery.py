@@ -80,7 +80,7 @@ async def test_alert_cut_short_releases_the_incident(
             await _mail(check, r)
     except TimeoutError:
         pass
-    status = await UserStore(stores[0].engine).status("alice@example.com")
+    status = await UserStore(stores[0].db).status("alice@example.com")
     assert status.last_alert_ts is None and status.alerts == 0
     # so the next crossing (through the working delivery) alerts the admin
     assert await r.send() == [

@@ -285,7 +285,7 @@ class RefusingQueue:
 async def test_only_mail_the_hand_over_accepted_is_counted(
         tmp_path: Path, sqlite_url: str, stores: list[Store]) -> None:
     r = await rig(tmp_path, sqlite_url, LIMITS, stores)
-    users = UserStore(stores[0].engine)
+    users = UserStore(stores[0].db)
     accepting = r.services.delivery
     # a scanner outage: every message (and each retry) is tempfailed at the hand-over;
     # counted, the 4th would wait at MAIL and the 7th be refused (soft 3, hard 6)

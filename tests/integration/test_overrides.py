@@ -19,7 +19,7 @@ NOW = 1_800_000_000.0
 
 
 async def test_add_list_replace_remove(store: Store) -> None:
-    repo = OverrideStore(store.engine)
+    repo = OverrideStore(store.db)
     added = await repo.add("192.0.2.0/24", "allow", reason="partner", now=NOW,
                            created_by="admin")
     assert (added.network, added.action, added.expires_ts) == ("192.0.2.0/24", "allow", None)
@@ -38,7 +38,7 @@ async def test_add_list_replace_remove(store: Store) -> None:
 
 
 async def test_cache_matches_refreshes_and_ignores_expired(store: Store) -> None:
-    repo = OverrideStore(store.engine)
+    repo = OverrideStore(store.db)
     clock = FrozenClock(NOW)
     cache = OverrideCache(repo, clock, refresh_s=5)
     await repo.add("192.0.2.0/24", "allow", now=NOW)
@@ -60,7 +60,7 @@ async def test_cache_keeps_a_recent_copy_when_the_store_fails(tmp_path: Path) ->
     await migrate.upgrade(url)
     store = await Store.open(url)
     clock = FrozenClock(NOW)
-    repo = OverrideStore(store.engine)
+    repo = OverrideStore(store.db)
     cache = OverrideCache(repo, clock, refresh_s=5, max_stale_s=60)
     await repo.add("192.0.2.0/24", "allow", now=NOW)
     assert await cache.match(ipaddress.ip_address("192.0.2.1")) is not None

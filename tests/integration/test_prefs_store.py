@@ -19,7 +19,7 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture
 def prefs(store: Store) -> PrefsStore:
-    return PrefsStore(store.engine)
+    return PrefsStore(store.db)
 
 
 async def test_domains_and_users(prefs: PrefsStore) -> None:

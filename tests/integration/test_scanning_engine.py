@@ -54,7 +54,7 @@ async def prefs(spamd_prefs: str) -> AsyncIterator[PrefsStore]:
     require_mailguard_prefs(spamd_prefs)
     store = await Store.open(f"sqlite:///{spamd_prefs}")
     try:
-        yield PrefsStore(store.engine)
+        yield PrefsStore(store.db)
     finally:
         await store.close()
 

@@ -182,7 +182,7 @@ async def test_greylisting_keys_on_the_spf_domain(dns_server: tuple[str, int],
     await migrate.upgrade(url)
     store = await Store.open(url)
     try:
-        grey = GreylistCheck(GreylistConfig(key="spf-domain"), GreylistStore(store.engine),
+        grey = GreylistCheck(GreylistConfig(key="spf-domain"), GreylistStore(store.db),
                              Metrics())
         pipeline = Pipeline([(check(dns_server), CheckPolicy()), (grey, CheckPolicy())],
                             Metrics())
@@ -195,7 +195,7 @@ async def test_greylisting_keys_on_the_spf_domain(dns_server: tuple[str, int],
             assert s.transaction is not None
             s.transaction.rcpt = "bob@example.com"
             assert (await pipeline.run(Stage.RCPT, s)).action is expected
-        [row] = await GreylistStore(store.engine).triplets()
+        [row] = await GreylistStore(store.db).triplets()
         assert row.client_key == "pass.spf.test"
     finally:
         await store.close()

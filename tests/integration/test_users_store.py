@@ -29,7 +29,7 @@ def users_url(db_url: str) -> str:
 async def users(users_url: str) -> AsyncIterator[UserStore]:
     store = await Store.open(users_url)
     try:
-        yield UserStore(store.engine)
+        yield UserStore(store.db)
     finally:
         await store.close()
 

@@ -207,7 +207,7 @@ async def test_languages_come_from_the_preference_store(tmp_path: Path) -> None:
     await migrate.upgrade(url)
     store = await Store.open(url)
     try:
-        prefs = PrefsStore(store.engine)
+        prefs = PrefsStore(store.db)
         await prefs.set_domain("example.com", 1.0, language="es")
         await prefs.set_user("alice@example.com", 1.0, language="fr")
         await prefs.set_user("bob@example.com", 1.0)  # no language of his own: the domain's
