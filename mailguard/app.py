@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from mailguard.checks.dnsbl import build_dnsbl
-from mailguard.checks.greylist import build_greylist
-from mailguard.checks.limits import build_limits
-from mailguard.checks.relay import BadMailFromCheck, RelayCheck
-from mailguard.checks.spf import build_spf
-from mailguard.checks.tarpit import build_tarpit
+from mailguard import registry
 from mailguard.clock import Clock, SystemClock
 from mailguard.config import Config
 from mailguard.control.daemon import start_control
 from mailguard.delivery.base import Delivery
-from mailguard.delivery.handover import MaildirDelivery, QmailQueueDelivery
-from mailguard.delivery.maildir import MaildirSpool
-from mailguard.dnsresolve import DnsResolver
 from mailguard.frontend.metrics_http import MetricsServer
 from mailguard.frontend.server import SmtpServer
 from mailguard.frontend.services import Services
@@ -32,9 +20,11 @@ from mailguard.metrics import Metrics
 from mailguard.notify.virus import MailNotifier
 from mailguard.pipeline import Check, Pipeline
 from mailguard.policy import CheckPolicy, Mode
-from mailguard.scanning.wiring import install_scanning, scanning_enabled
+from mailguard.resources import Resources
+from mailguard.scanning.stage import QueueStage
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store
+from mailguard.verdict import Stage
 
 log = logging.getLogger("mailguard.daemon")
 
@@ -84,57 +74,26 @@ class RecordWriter:
             await self._task
 
 
-@dataclass
-class Resources:
-    """The long-lived clients a daemon builds once and passes to its checks."""
-
-    config: Config
-    clock: Clock
-    metrics: Metrics
-    store: Store
-    delivery: Delivery
-    # what `mailguard queue` (QMAILQUEUE) hands messages to; None = the real qmail-queue
-    # of `[delivery] qmail_queue` (the scanning engine wraps it)
-    queue_delivery: Delivery | None = None
-    # called (in reverse order) when the daemon stops: close clients, flush, etc.
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _resolver: DnsResolver | None = field(default=None, repr=False)
-
-    def resolver(self) -> DnsResolver:
-        """The one DNS resolver (from `[dns]`, built on first use), shared by every check."""
-        if self._resolver is None:
-            self._resolver = DnsResolver.from_config(self.config.dns, self.clock)
-        return self._resolver
-
-    async def close(self) -> None:
-        for closer in reversed(self.closers):
-            with contextlib.suppress(Exception):
-                await closer()
-
-
 def build_delivery(config: Config, clock: Clock) -> Delivery:
-    d = config.delivery
-    if d.method == "qmail-queue":
-        return QmailQueueDelivery([d.qmail_queue], clock, timeout_s=d.timeout_s)
-    return MaildirDelivery(MaildirSpool(Path(d.spool), clock), clock)
+    """The plain hand-over named by `[delivery] method` (the registry's DELIVERIES)."""
+    spec = next(d for d in registry.DELIVERIES if d.name == config.delivery.method)
+    delivery: Delivery = spec.load_builder()(config, clock)
+    return delivery
 
 
-def build_checks(res: Resources, services: Services) -> list[tuple[Check, CheckPolicy]]:
-    """The ordered check list: one line per check. Relay control is always enforced."""
-    config = res.config
-    server = config.server
-    return [
-        (build_dnsbl(res), config.policy("dnsbl")),
-        build_spf(res),  # at MAIL: greylisting (RCPT) may key on its result
-        (BadMailFromCheck(server.badmailfrom), config.policy("badmailfrom")),
-        (RelayCheck(services.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
-        build_greylist(res),  # after relay control: only deliverable recipients are greylisted
-        build_tarpit(res),  # after the checks that refuse: only accepted RCPTs wait
-        build_limits(res, services),  # last; counts only mail the hand-over accepted
-    ]
+def build_checks(res: Resources) -> list[tuple[Check, CheckPolicy]]:
+    """Every registered check that is not off, in the registry's (run) order."""
+    checks: list[tuple[Check, CheckPolicy]] = []
+    for spec in registry.CHECKS:
+        policy = res.config.policy(spec.name)
+        if policy.mode is Mode.OFF:
+            continue
+        check, effective = spec.load_builder()(res, policy)
+        checks.append((check, effective))
+    return checks
 
 
-def build_virus_notifier(res: Resources, is_local: Callable[[str], bool]) -> MailNotifier:
+def build_virus_notifier(res: Resources) -> MailNotifier:
     """Virus warnings go through the plain delivery (never through the scanner again)."""
     from mailguard.notify.languages import prefs_languages  # noqa: PLC0415
     from mailguard.notify.templates import TemplateSet  # noqa: PLC0415
@@ -145,7 +104,7 @@ def build_virus_notifier(res: Resources, is_local: Callable[[str], bool]) -> Mai
         res.delivery,
         cfg=c.virus,
         hostname=c.server.hostname,
-        is_local=is_local,
+        is_local=res.is_local_domain,
         clock=res.clock,
         templates=TemplateSet.load(c.virus.templates_dir or None),
         languages=prefs_languages(PrefsStore(res.store.db)),
@@ -164,18 +123,14 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
     res = Resources(config, clock, metrics, store, build_delivery(config, clock))
     res.closers.append(store.close)
     writer = RecordWriter(store, metrics)
-    services = Services.build(
-        config,
-        clock=clock,
-        metrics=metrics,
-        pipeline=Pipeline([], metrics),
-        delivery=res.delivery,
-        record=writer.put,
-    )
-    if scanning_enabled(config):  # [clamd]/[spamd]: the QUEUE stage wraps both deliveries
-        install_scanning(res, build_virus_notifier(res, services.is_local_domain))
-        services.delivery = res.delivery
-    services.pipeline = Pipeline(build_checks(res, services), metrics)
+    pipeline = Pipeline(build_checks(res), metrics)
+    queue_stage = QueueStage(pipeline, res.delivery, clock=clock, metrics=metrics,
+                             deadline_s=config.scan.deadline_s,
+                             notifier=build_virus_notifier(res) if pipeline.runs(Stage.QUEUE)
+                             else None)
+    services = Services.build(config, clock=clock, metrics=metrics, pipeline=pipeline,
+                              queue_stage=queue_stage, record=writer.put,
+                              on_accepted=res.on_accepted)
     services.tls = tls_context
     services.auth = build_smtp_auth(config, store, clock, metrics)
     server = SmtpServer(services)

@@ -14,9 +14,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from mailguard import registry
 from mailguard.errors import ConfigError
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.settings.auth import AuthConfig, TlsConfig
+from mailguard.settings.base import Invalid, parse_hostport
 from mailguard.settings.control import ControlConfig
 from mailguard.settings.dns import DnsConfig
 from mailguard.settings.dnsbl import DnsblConfig
@@ -27,37 +29,12 @@ from mailguard.settings.queue import QueueConfig
 from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
 from mailguard.settings.spf import SpfConfig
 from mailguard.settings.virus import VirusConfig
+from mailguard.verdict import Stage
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = "/etc/mailguard/mailguard.toml"
-# Checks a `[checks.<name>]` table may configure; the relay check is always enforced.
-KNOWN_CHECKS = ("badmailfrom", "relay", "dnsbl", "tarpit", "limits", "greylist", "spf")
 DEFAULT_STORE_URL = "sqlite+aiosqlite:////var/lib/mailguard/mailguard.db"
-
-
-def parse_hostport(value: str, default_port: int = 25) -> tuple[str, int]:
-    """`HOST:PORT`, `[v6]:PORT`, `HOST` → (host, port); raises ValueError."""
-    host, port = value, default_port
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise ValueError(f"missing ']' in {value!r}")
-        host, rest = value[1:end], value[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"expected ':PORT' after ']' in {value!r}")
-            port = int(rest[1:])
-    elif value.count(":") == 1:
-        host, _, p = value.partition(":")
-        port = int(p)
-    elif ":" in value:
-        raise ValueError(f"write IPv6 addresses as [ADDR]:PORT, not {value!r}")
-    if not host:
-        raise ValueError(f"missing host in {value!r}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {value!r}")
-    return host, port
 
 
 @dataclass(frozen=True)
@@ -109,13 +86,16 @@ class ServerConfig:
 class DeliveryConfig:
     """Where accepted mail goes: the embedded Maildir spool or the real qmail-queue."""
 
-    method: Literal["maildir", "qmail-queue"] = "maildir"
+    method: str = "maildir"  # one of registry.DELIVERY_METHODS
     spool: str = "/var/spool/mailguard"  # Maildir root: <spool>/<domain>/<user>/new
     qmail_queue: str = "/var/qmail/bin/qmail-queue"  # program with qmail-queue's protocol
     timeout_s: float = 600.0  # a qmail-queue run taking longer is killed → 451
 
     def validate(self) -> None:
         _positive("timeout_s", self.timeout_s)
+        if self.method not in registry.DELIVERY_METHODS:
+            choices = ", ".join(repr(m) for m in registry.DELIVERY_METHODS)
+            raise Invalid("method", f"must be one of {choices}, got {self.method!r}")
         if self.method == "maildir" and not self.spool:
             raise Invalid("spool", "a spool directory is needed for method = 'maildir'")
 
@@ -166,24 +146,18 @@ class Config:
 
     def validate(self) -> None:
         for name, pol in self.checks.items():
-            if name not in KNOWN_CHECKS:
-                known = ", ".join(KNOWN_CHECKS)
+            if name not in registry.check_names():  # the registry's, mailguard/registry.py
+                known = ", ".join(registry.check_names())
                 raise Invalid(f"checks.{name}", f"unknown check (known: {known})")
-            if name == "relay" and pol.mode is not Mode.ENFORCE:
-                raise Invalid("checks.relay.mode", "relay control is always enforced")
+            if registry.check_spec(name).always_enforced and pol.mode is not Mode.ENFORCE:
+                raise Invalid(f"checks.{name}.mode", f"{name} control is always enforced")
 
-    def policy(self, check: str, default: CheckPolicy | None = None) -> CheckPolicy:
-        return self.checks.get(check, default or CheckPolicy())
-
-
-class Invalid(Exception):
-    """Raised by a section's `validate()` for one of its keys; the loader turns it into a
-    ConfigError naming the file and the full key."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(reason)
-        self.key = key
-        self.reason = reason
+    def policy(self, check: str) -> CheckPolicy:
+        """The check's effective policy: what `[checks.<name>]` set over its default."""
+        known = self.checks.get(check)
+        if known is not None:
+            return known
+        return registry.check_spec(check).default_policy(self)
 
 
 def _positive(key: str, value: float | None) -> None:
@@ -302,7 +276,21 @@ def load(path: str | Path | None, overrides: Mapping[str, Any] | None = None) ->
         data = _merge(data, overrides)
     config = build(Config, data, source)
     config = replace(config, source=source)
-    return resolve(config)
+    return with_check_defaults(resolve(config), data.get("checks", {}))
+
+
+def with_check_defaults(config: Config, written: Mapping[str, Any]) -> Config:
+    """Every registered check's effective policy: its default (which may come from its
+    own section, e.g. `[clamd] on_error`), then the keys `[checks.<name>]` wrote."""
+    effective: dict[str, CheckPolicy] = {}
+    for spec in registry.CHECKS:
+        policy = spec.default_policy(config)
+        keys = written.get(spec.name, {})
+        given = config.checks.get(spec.name)
+        if given is not None and isinstance(keys, Mapping):
+            policy = replace(policy, **{k: getattr(given, k) for k in keys})
+        effective[spec.name] = policy
+    return replace(config, checks=effective)
 
 
 def resolve(config: Config) -> Config:
@@ -353,8 +341,10 @@ def to_toml(config: Config) -> str:
         lines.append(f"\n[{section}]")
         for f in fields(obj):
             lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
-    for name, pol in sorted(config.checks.items()):
-        lines.append(f"\n[checks.{name}]")
+    for spec in registry.CHECKS:  # in run order, every check, defaults included
+        pol = config.policy(spec.name)
+        stages = ", ".join(str(s) for s in sorted(spec.stages, key=list(Stage).index))
+        lines.append(f"\n[checks.{spec.name}]  # {spec.about}; stages: {stages}")
         for f in fields(pol):
             lines.append(f"{f.name} = {_toml_value(getattr(pol, f.name))}")
     return "\n".join(lines) + "\n"
@@ -384,6 +374,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "Config",
     "DeliveryConfig",
+    "Invalid",
     "LogConfig",
     "ServerConfig",
     "StoreConfig",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mailguard.clock import Clock
-from mailguard.verdict import CheckResult, Verdict
+from mailguard.verdict import CheckResult, Disposition, Verdict
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -28,6 +28,10 @@ class Transaction:
     results: list[CheckResult] = field(default_factory=list)
     # what checks learn and share within the transaction, e.g. facts["spf"] = "pass"
     facts: dict[str, str] = field(default_factory=dict)
+    # QUEUE stage: what happens for each recipient (absent = deliver unchanged), and
+    # header lines every copy gets on top (e.g. the virus scan status)
+    dispositions: dict[str, Disposition] = field(default_factory=dict)
+    queue_headers: list[str] = field(default_factory=list)
 
 
 @dataclass

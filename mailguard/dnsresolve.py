@@ -34,8 +34,8 @@ import dns.rdatatype
 import dns.resolver
 
 from mailguard.clock import Clock
-from mailguard.config import parse_hostport
 from mailguard.errors import ConfigError, PermanentError, TemporaryError
+from mailguard.settings.base import parse_hostport
 from mailguard.settings.dns import DnsConfig
 
 MAX_TTL_S = 3600  # cache no answer longer than this, whatever its TTL says

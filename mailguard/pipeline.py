@@ -28,7 +28,10 @@ log = logging.getLogger("mailguard.pipeline")
 
 
 class Check(Protocol):
-    """A policy check. `evaluate` returns a Verdict or raises TemporaryError/PermanentError."""
+    """A policy check. `evaluate` returns a Verdict or raises TemporaryError/PermanentError.
+
+    A check may also have an `error_reply` attribute (a Reply): what the client gets when
+    the check fails and its policy is tempfail (default: ERROR_REPLY)."""
 
     name: str
     stages: frozenset[Stage]
@@ -55,6 +58,10 @@ class Pipeline:
     @property
     def names(self) -> list[str]:
         return [c.name for c, _ in self._checks]
+
+    def runs(self, stage: Stage) -> bool:
+        """Whether any check (not off) runs at `stage`."""
+        return any(stage in c.stages for c, _ in self._checks)
 
     async def run(self, stage: Stage, session: Session) -> Verdict:
         """Run the stage's checks; the first enforced verdict that stops wins. Deferred
@@ -87,7 +94,7 @@ class Pipeline:
             log.exception("check=%s stage=%s unexpected error", check.name, stage)
             detail = f"internal error: {type(exc).__name__}"
             return self._error(check, policy, stage, session, detail=detail, started=started)
-        outcome = {
+        outcome = verdict.outcome or {
             Action.CONTINUE: Outcome.PASS,
             Action.ACCEPT: Outcome.PASS,
         }.get(verdict.action, Outcome.FAIL)
@@ -139,7 +146,9 @@ class Pipeline:
         log.warning("check=%s stage=%s error=%r policy=%s", check.name, stage, detail,
                     policy.on_error)
         if fail_closed:
-            return tempfail(ERROR_REPLY, f"{check.name}: {detail}")
+            reply = getattr(check, "error_reply", None)
+            return tempfail(reply if isinstance(reply, Reply) else ERROR_REPLY,
+                            f"{check.name}: {detail}")
         return CONTINUE
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -56,6 +56,15 @@ class Action(StrEnum):
     REJECT = "reject"  # 5xx: do not try again
 
 
+class Outcome(StrEnum):
+    """How a check went, for logs, headers and metrics."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What a check says. `deferred` verdicts are decided early (CONNECT) and enforced at
@@ -66,6 +75,9 @@ class Verdict:
     disconnect: bool = False
     deferred: bool = False
     reason: str = ""
+    # how the run is recorded when the action alone does not say it: a scanner that
+    # found spam (FAIL) or skipped an oversized message (SKIP) still lets the mail go on
+    outcome: Outcome | None = None
 
     @property
     def stops(self) -> bool:
@@ -85,15 +97,6 @@ def reject(reply: Reply, reason: str = "", *, disconnect: bool = False) -> Verdi
     return Verdict(Action.REJECT, reply, disconnect=disconnect, reason=reason)
 
 
-class Outcome(StrEnum):
-    """How a check went, for logs, headers and metrics."""
-
-    PASS = "pass"
-    FAIL = "fail"
-    SKIP = "skip"
-    ERROR = "error"
-
-
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """A typed record of one check run, kept on the transaction."""
@@ -105,3 +108,22 @@ class CheckResult:
     enforced: bool
     detail: str = ""
     duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """What the QUEUE stage does with the message for one recipient (decided by the
+    QUEUE-stage checks, e.g. spamd's per-user preferences). Recipients with equal
+    dispositions get one copy together; the default is "deliver unchanged"."""
+
+    headers: tuple[str, ...] = ()  # complete header lines to put on top of this copy
+    strip_spam_headers: bool = False  # drop incoming X-Spam-* (we add our own)
+    subject_prefix: str = ""
+    redirect_to: str = ""  # a spam box: deliver there instead of to the recipient
+    drop: bool = False  # delete: accepted, never delivered
+    # what was decided, for logs ("tag", "user-box", "delete"...); not part of equality,
+    # so it never splits recipients who get the same copy
+    label: str = field(default="", compare=False)
+
+
+KEEP = Disposition()

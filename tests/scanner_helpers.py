@@ -6,11 +6,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import socket
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+from mailguard.checks.spam_scan import PrefsSource, SpamdCheck
+from mailguard.checks.virus_scan import ClamdCheck
+from mailguard.clock import Clock
+from mailguard.context import Session, Transaction
+from mailguard.delivery.base import Delivered, Delivery
+from mailguard.metrics import Metrics
+from mailguard.pipeline import Check, Pipeline
+from mailguard.policy import CheckPolicy
+from mailguard.registry import scanner_policy
+from mailguard.scanners.clamd import ClamdClient
+from mailguard.scanners.spamd import SpamdClient
+from mailguard.scanning.notify_api import VirusNotifier
+from mailguard.scanning.stage import QueueStage
+from mailguard.settings.scan import ClamdConfig, SpamConfig, SpamdConfig
 
 
 def eicar() -> bytes:
@@ -147,3 +163,51 @@ def require_mailguard_prefs(path: str) -> None:
     problem = (f"{path} has no mailguard schema: restart the test services "
                "(contrib/test-services.sh restart)")
     missing(problem)
+
+
+# --- the QUEUE stage below the SMTP layer ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanSetup:
+    """The scanners a test puts in front of a delivery (None = not configured)."""
+
+    clamd: ClamdClient | None = None
+    spamd: SpamdClient | None = None
+    prefs: PrefsSource | None = None
+    clamd_cfg: ClamdConfig = field(default_factory=ClamdConfig)
+    spamd_cfg: SpamdConfig = field(default_factory=SpamdConfig)
+    spam_cfg: SpamConfig = field(default_factory=SpamConfig)
+    deadline_s: float = 120.0
+
+
+class Scanning:
+    """The daemon's QUEUE stage (its clamd and spamd checks as the registry builds them,
+    with the same policies) in front of `inner`; `deliver` runs one message through it
+    as a session would, and keeps the transaction for the test to look at."""
+
+    def __init__(self, inner: Delivery, setup: ScanSetup, *, clock: Clock, metrics: Metrics,
+                 notifier: VirusNotifier | None = None) -> None:
+        checks: list[tuple[Check, CheckPolicy]] = []
+        if setup.clamd is not None:
+            policy = scanner_policy(True, setup.clamd_cfg.on_error, setup.deadline_s)
+            checks.append((ClamdCheck(setup.clamd, setup.clamd_cfg, metrics), policy))
+        if setup.spamd is not None:
+            assert setup.prefs is not None
+            policy = scanner_policy(True, setup.spamd_cfg.on_error, setup.deadline_s)
+            checks.append((SpamdCheck(setup.spamd, setup.prefs, setup.spamd_cfg,
+                                      setup.spam_cfg, metrics), policy))
+        self.clock = clock
+        self.stage = QueueStage(Pipeline(checks, metrics), inner, clock=clock,
+                                metrics=metrics, deadline_s=setup.deadline_s,
+                                notifier=notifier)
+        self.tx: Transaction | None = None
+
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
+        session = Session(ipaddress.ip_address("192.0.2.1"), 25000, self.clock,
+                          auth_user="user@example.test" if authenticated else "",
+                          session_id="test")
+        self.tx = Transaction(sender, rcpts=list(rcpts), size=len(message))
+        session.transaction = self.tx
+        return await self.stage.process(session, self.tx, message)

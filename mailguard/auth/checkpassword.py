@@ -5,9 +5,9 @@ when they are right (after exec'ing its arguments, e.g. /bin/true), 1 when wrong
 temporary problem. Here: 0 → ok; 111, a signal, a timeout or no program → TemporaryError
 (454); any other status → wrong (vchkpw uses several).
 
-fd 3 is placed with `os.posix_spawn` file actions, as mailguard/qmail/queue.py does for fd 6
-(subprocess can only place pipes on 0-2). The data is small enough to sit in the pipe
-before the program starts, so nothing is written while it runs. stdin and stdout are
+fd 3 is placed with `os.posix_spawn` file actions, as mailguard/qmail/queue_program.py
+does for fd 6 (subprocess can only place pipes on 0-2). The data is small enough to sit
+in the pipe before the program starts, so nothing is written while it runs. stdin and stdout are
 /dev/null, stderr is the daemon's (the program's own messages reach the log)."""
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from mailguard.context import IPAddress, Session
 from mailguard.dnsresolve import Answer, DnsResolver
 from mailguard.errors import MailguardError
 from mailguard.metrics import Metrics
+from mailguard.netaddr import plain_ip
 from mailguard.settings.dnsbl import (
     ERROR_CODES,
     LOOPBACK,
@@ -38,11 +39,12 @@ from mailguard.settings.dnsbl import (
     DnsblZone,
     parse_code,
 )
-from mailguard.store.overrides import OverrideCache, OverrideStore, plain_ip
+from mailguard.store.overrides import OverrideCache, OverrideStore
 from mailguard.verdict import CONTINUE, Action, Reply, Stage, Verdict
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
+    from mailguard.policy import CheckPolicy
+    from mailguard.resources import Resources
 
 log = logging.getLogger("mailguard.dnsbl")
 
@@ -309,8 +311,8 @@ class DnsblCheck:
         return next((z for z in found if z), "")
 
 
-def build_dnsbl(res: Resources) -> DnsblCheck:
+def build_dnsbl(res: Resources, policy: CheckPolicy) -> tuple[DnsblCheck, CheckPolicy]:
     """The check with the daemon's shared resolver and an override cache on its store."""
     overrides = OverrideCache(OverrideStore(res.store.db), res.clock,
                               refresh_s=res.config.dnsbl.override_refresh_s)
-    return DnsblCheck(res.config.dnsbl, res.resolver(), overrides, res.metrics, res.clock)
+    return DnsblCheck(res.config.dnsbl, res.resolver(), overrides, res.metrics, res.clock), policy

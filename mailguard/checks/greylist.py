@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 from mailguard import __version__
 from mailguard.checks.greylist_rules import (
     Decision,
-    IPAddress,
     Result,
     client_key,
     decide,
@@ -28,6 +27,7 @@ from mailguard.checks.greylist_rules import (
 from mailguard.context import Session
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
+from mailguard.netaddr import IPAddress
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.store.greylist import GreylistStore
@@ -35,8 +35,8 @@ from mailguard.store.greylist_records import ClientState, TripletState
 from mailguard.verdict import Action, Stage, Verdict
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
     from mailguard.pipeline import Check
+    from mailguard.resources import Resources
 
 log = logging.getLogger("mailguard.greylist")
 
@@ -152,11 +152,10 @@ class GreylistCheck:
             log.info("event=greylist_purged triplets=%d clients=%d", triplets, clients)
 
 
-def build_greylist(res: Resources) -> tuple[Check, CheckPolicy]:
+def build_greylist(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolicy]:
     """The check on the daemon's store. Off unless `[checks.greylist]` is configured."""
     from mailguard.store.overrides import OverrideCache, OverrideStore  # noqa: PLC0415
 
-    policy = res.config.policy("greylist", CheckPolicy(mode=Mode.OFF))
     overrides = OverrideCache(OverrideStore(res.store.db), res.clock)
     check = GreylistCheck(res.config.greylist, GreylistStore(res.store.db), res.metrics,
                           overrides=overrides.match, add_header=policy.mode is Mode.ENFORCE)

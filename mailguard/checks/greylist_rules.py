@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from mailguard.netaddr import IPAddress, plain_ip
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.store.greylist_records import ClientState, TripletState
 from mailguard.verdict import Action, Reply, Verdict, tempfail
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PASS_COUNT_INTERVAL_S = 3600  # one counted pass per client and hour (Postgrey)
@@ -66,13 +66,6 @@ def normalise_sender(sender: str) -> str:
         local = local[:plus]
     local = _NUMBER.sub("#", local)
     return f"{local}@{domain}" if at else local
-
-
-def plain_ip(ip: IPAddress) -> IPAddress:
-    """An IPv4-mapped IPv6 address (::ffff:192.0.2.1) is the IPv4 client it stands for."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def client_key(ip: IPAddress, cfg: GreylistConfig, spf_domain: str = "") -> str:

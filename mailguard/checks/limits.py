@@ -2,7 +2,7 @@
 
 Stages: MAIL (suspension; message limits: delay past soft, 451 past hard), RCPT (the
 panic switch for relayed recipients; recipient limits). A message is counted only once
-the hand-over accepted it (`record_accepted`, a Services.on_accepted hook): one event
+the hand-over accepted it (`record_accepted`, a Resources.on_accepted hook): one event
 with its recipients, their domains and its Subject. Mail tempfailed or refused at the
 QUEUE stage (scanner down, virus, qmail-queue failure) and its retries are not counted.
 The decisions are in `limits_decide`; this class does the store I/O, the sleeping and
@@ -42,15 +42,13 @@ from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.notify.alert import AlertFacts, build_alert
 from mailguard.policy import CheckPolicy, Mode
-from mailguard.scanning.engine import ScanningDelivery
 from mailguard.settings.limits import LimitsConfig
 from mailguard.store.users import UserStore
 from mailguard.verdict import CONTINUE, Action, Reply, Stage, Verdict, tempfail
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
-    from mailguard.frontend.services import Services
     from mailguard.pipeline import Check
+    from mailguard.resources import Resources
 
 log = logging.getLogger("mailguard.limits")
 
@@ -186,22 +184,18 @@ class LimitsCheck:
         return ok
 
 
-def build_limits(res: Resources, services: Services) -> tuple[Check, CheckPolicy]:
+def build_limits(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolicy]:
     """The check and its policy; registers its counting of accepted mail in
-    `services.on_accepted`. `timeout_s` of [checks.limits] bounds the check's own work
+    `res.on_accepted`. `timeout_s` of [checks.limits] bounds the check's own work
     (store, alert; also the counting); the deliberate delay (at most delay_max_s) is
     added to it for the MAIL/RCPT decisions."""
     config = res.config
-    policy = config.policy("limits")
-    delivery = res.delivery
-    if isinstance(delivery, ScanningDelivery):  # our own alert: never through the scanners
-        delivery = delivery.inner
-    check = LimitsCheck(
-        config.limits, UserStore(res.store.db), delivery,
+    check = LimitsCheck(  # res.delivery: our own alert never goes through the scanners
+        config.limits, UserStore(res.store.db), res.delivery,
         hostname=config.server.hostname, metrics=res.metrics,
-        is_local_domain=services.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
+        is_local_domain=res.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
         record_timeout_s=policy.timeout_s,
     )
     if policy.mode is not Mode.OFF:  # off: the pipeline drops the check; no counting either
-        services.on_accepted.append((check.name, check.record_accepted))
+        res.on_accepted.append((check.name, check.record_accepted))
     return check, replace(policy, timeout_s=policy.timeout_s + config.limits.delay_max_s)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from mailguard.context import Session
-from mailguard.frontend import replies
+from mailguard.policy import CheckPolicy
+from mailguard.qmail import replies
 from mailguard.qmail.control import badmailfrom_match
 from mailguard.qmail.relay import check_rcpt
+from mailguard.resources import Resources
 from mailguard.verdict import CONTINUE, Stage, Verdict, reject
 
 
@@ -51,3 +53,11 @@ class BadMailFromCheck:
         if self._entries and badmailfrom_match(tx.mail_from, self._entries):
             return reject(replies.BADMAILFROM, "sender in badmailfrom")
         return CONTINUE
+
+
+def build_relay(res: Resources, policy: CheckPolicy) -> tuple[RelayCheck, CheckPolicy]:
+    return RelayCheck(res.is_local_domain), policy
+
+
+def build_badmailfrom(res: Resources, policy: CheckPolicy) -> tuple[BadMailFromCheck, CheckPolicy]:
+    return BadMailFromCheck(res.config.server.badmailfrom), policy

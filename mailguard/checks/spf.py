@@ -26,15 +26,15 @@ import dns.name
 import dns.resolver
 import spf
 
-from mailguard.checks.greylist_rules import plain_ip
 from mailguard.context import Session
-from mailguard.policy import CheckPolicy, Mode
+from mailguard.netaddr import plain_ip
+from mailguard.policy import CheckPolicy
 from mailguard.settings.spf import SpfConfig
 from mailguard.verdict import Action, Reply, Stage, Verdict, reject, tempfail
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
     from mailguard.pipeline import Check
+    from mailguard.resources import Resources
 
 _RESOLVER: contextvars.ContextVar[dns.resolver.Resolver] = contextvars.ContextVar("spf_resolver")
 _UNSAFE = re.compile(r"[^\x21-\x7e ]|[()\\]")  # what may not appear in a header comment
@@ -191,10 +191,9 @@ class SpfCheck:
         return verdict(outcome, self._cfg)
 
 
-def build_spf(res: Resources) -> tuple[Check, CheckPolicy]:
+def build_spf(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolicy]:
     """The check with a blocking twin of the daemon's resolver (same servers, timeout).
     Off unless `[checks.spf]` is configured."""
-    policy = res.config.policy("spf", CheckPolicy(mode=Mode.OFF))
     check = SpfCheck(res.config.spf, res.resolver().sync_resolver(),
                      hostname=res.config.server.hostname)
     return check, policy

@@ -20,8 +20,8 @@ from mailguard.settings.limits import MAX_DELAY_S, TarpitConfig
 from mailguard.verdict import CONTINUE, Action, Stage, Verdict
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
     from mailguard.pipeline import Check
+    from mailguard.resources import Resources
 
 
 def scan_ulong(text: str) -> int:
@@ -81,9 +81,8 @@ class TarpitCheck:
                        reason=f"{verb} {delay}s after {session.rcpt_count} recipients")
 
 
-def build_tarpit(res: Resources) -> tuple[Check, CheckPolicy]:
+def build_tarpit(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolicy]:
     """The check and its policy. `timeout_s` of [checks.tarpit] bounds the check's own
     work; the deliberate delay (at most MAX_DELAY_S) is added to it."""
-    policy = res.config.policy("tarpit")
     check = TarpitCheck(res.config.tarpit, res.metrics, enforce=policy.mode is Mode.ENFORCE)
     return check, replace(policy, timeout_s=policy.timeout_s + MAX_DELAY_S)

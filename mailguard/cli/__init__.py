@@ -1,1 +1,2 @@
-"""mailguard.cli."""
+"""The `mailguard` command line: one module per command group, cheap to import (each
+handler imports its machinery when it runs)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailguard.store.database import Database
 
 MIN_PASSWORD = 8  # refused below this: AUTH is open to the whole internet
 
@@ -50,10 +53,8 @@ def read_password(prompt: bool) -> str:
 
 
 def _cmd_account(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
     from mailguard.cli.main import load_config  # noqa: PLC0415
-    from mailguard.errors import MailguardError  # noqa: PLC0415
+    from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
 
     config = load_config(args)
     action: str = args.account_command
@@ -68,56 +69,51 @@ def _cmd_account(args: argparse.Namespace) -> int:
             print(f"mailguard: password too short (at least {MIN_PASSWORD} characters)",
                   file=sys.stderr)
             return 1
-    try:
-        return asyncio.run(_run(action, config.store.url, getattr(args, "address", ""),
-                                password))
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
+    url = config.store.url
+
+    async def act(db: Database) -> int:
+        return await _run(action, db, url, getattr(args, "address", ""), password)
+
+    return run_with_store(url, act)
 
 
-async def _run(action: str, url: str, address: str, password: str | None) -> int:
+async def _run(action: str, db: Database, url: str, address: str, password: str | None) -> int:
     import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from mailguard.store.accounts import AccountStore  # noqa: PLC0415
-    from mailguard.store.repo import Store  # noqa: PLC0415
 
-    store = await Store.open(url)
-    try:
-        accounts = AccountStore(store.db, url)
-        hashed = None
-        if password is not None:
-            from mailguard.auth.users import hash_password  # noqa: PLC0415
+    accounts = AccountStore(db, url)
+    hashed = None
+    if password is not None:
+        from mailguard.auth.users import hash_password  # noqa: PLC0415
 
-            hashed = await asyncio.to_thread(hash_password, password)  # slow on purpose
-        now = time.time()
-        if action == "list":
-            for acc in await accounts.list():
-                state = "disabled" if acc.disabled else "active"
-                pw = "password" if acc.password_hash else "no-password"
-                print(f"{acc.address}\t{state}\t{pw}")
-            return 0
-        if action == "passwd":
-            assert hashed is not None
-            created = await accounts.set_password(address, hashed, now)
-            print(f"{'created' if created else 'updated'} {address.strip().lower()}")
-            return 0
-        if action == "add":
-            if not await accounts.add(address, hashed, now):
-                print(f"mailguard: {address} exists already", file=sys.stderr)
-                return 1
-            print(f"added {address.strip().lower()}")
-            return 0
-        if action == "del":
-            done = await accounts.delete(address)
-        else:
-            done = await accounts.set_disabled(address, action == "disable")
-        if not done:
-            print(f"mailguard: no account {address}", file=sys.stderr)
-            return 1
-        done_word = {"del": "deleted", "disable": "disabled", "enable": "enabled"}[action]
-        print(f"{done_word} {address.strip().lower()}")
+        hashed = await asyncio.to_thread(hash_password, password)  # slow on purpose
+    now = time.time()
+    if action == "list":
+        for acc in await accounts.list():
+            state = "disabled" if acc.disabled else "active"
+            pw = "password" if acc.password_hash else "no-password"
+            print(f"{acc.address}\t{state}\t{pw}")
         return 0
-    finally:
-        await store.close()
+    if action == "passwd":
+        assert hashed is not None
+        created = await accounts.set_password(address, hashed, now)
+        print(f"{'created' if created else 'updated'} {address.strip().lower()}")
+        return 0
+    if action == "add":
+        if not await accounts.add(address, hashed, now):
+            print(f"mailguard: {address} exists already", file=sys.stderr)
+            return 1
+        print(f"added {address.strip().lower()}")
+        return 0
+    if action == "del":
+        done = await accounts.delete(address)
+    else:
+        done = await accounts.set_disabled(address, action == "disable")
+    if not done:
+        print(f"mailguard: no account {address}", file=sys.stderr)
+        return 1
+    done_word = {"del": "deleted", "disable": "disabled", "enable": "enabled"}[action]
+    print(f"{done_word} {address.strip().lower()}")
+    return 0

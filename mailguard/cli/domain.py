@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailguard.config import Config
+    from mailguard.store.database import Database
     from mailguard.store.prefs import PrefsStore
     from mailguard.store.prefs_records import DomainPrefs, UserPrefs
 
@@ -108,7 +109,7 @@ def _cmd_user_spam(args: argparse.Namespace) -> int:
 def describe_user(address: str, user: UserPrefs | None, domain: DomainPrefs | None,
                   config: Config) -> str:
     """The user's effective settings, and whether they are the user's own."""
-    from mailguard.scanning.dispositions import effective  # noqa: PLC0415
+    from mailguard.checks.spam_rules import effective  # noqa: PLC0415
 
     eff = effective(address, user, domain, config.spam)
     own = user is not None and user.spam_enabled is not None
@@ -154,22 +155,11 @@ def describe(row: DomainPrefs | None, domain: str, config: Config) -> str:
 
 def run(config: Config, action: Callable[[PrefsStore, float], Awaitable[int]]) -> int:
     """Open the store, run `action(prefs, now)`, close; store errors → exit 1."""
-    import asyncio  # noqa: PLC0415
-
+    from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
     from mailguard.clock import SystemClock  # noqa: PLC0415
-    from mailguard.errors import MailguardError  # noqa: PLC0415
     from mailguard.store.prefs import PrefsStore  # noqa: PLC0415
-    from mailguard.store.repo import Store  # noqa: PLC0415
 
-    async def main() -> int:
-        store = await Store.open(config.store.url)
-        try:
-            return await action(PrefsStore(store.db), SystemClock().now())
-        finally:
-            await store.close()
+    async def act(db: Database) -> int:
+        return await action(PrefsStore(db), SystemClock().now())
 
-    try:
-        return asyncio.run(main())
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
+    return run_with_store(config.store.url, act)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailguard.store.database import Database
 
 
 def register(sub: Any) -> None:
@@ -49,11 +52,10 @@ def register(sub: Any) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
     from mailguard.checks.greylist_rules import allow_key  # noqa: PLC0415
     from mailguard.cli.main import EXIT_USAGE, load_config  # noqa: PLC0415
     from mailguard.cli.override import parse_duration  # noqa: PLC0415
+    from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
 
     config = load_config(args)
     cfg = config.greylist
@@ -67,49 +69,41 @@ def _cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mailguard: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_run(args, config, key=key, older_s=older_s))
+
+    async def act(db: Database) -> int:
+        return await _run(args, config, db, key=key, older_s=older_s)
+
+    return run_with_store(config.store.url, act)
 
 
-async def _run(args: argparse.Namespace, config: Any, *, key: str, older_s: int) -> int:
-    from mailguard.errors import MailguardError  # noqa: PLC0415
+async def _run(args: argparse.Namespace, config: Any, db: Database, *, key: str,
+               older_s: int) -> int:
     from mailguard.store.greylist import GreylistStore  # noqa: PLC0415
-    from mailguard.store.repo import Store  # noqa: PLC0415
 
     cfg = config.greylist
-    try:
-        store = await Store.open(config.store.url)
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
-    try:
-        repo = GreylistStore(store.db)
-        now = time.time()
-        command = args.greylist_command
-        if command == "list":
-            print(format_triplets(await repo.triplets(args.limit), now), end="")
-        elif command == "stats":
-            s = await repo.stats(cfg.auto_whitelist_after)
-            print(f"triplets: {s.triplets} (passed {s.passed}, pending {s.pending})")
-            threshold = cfg.auto_whitelist_after or "off"
-            print(f"clients: {s.clients} (whitelisted {s.whitelisted}, "
-                  f"auto_whitelist_after {threshold})")
-        elif command == "purge":
-            triplets, clients = await repo.purge(now, older_s, cfg.retry_window_h * 3600)
-            print(f"purged {triplets} triplets, {clients} clients")
-        else:
-            if not cfg.auto_whitelist_after:
-                print("mailguard: auto_whitelist_after is 0 (client whitelist off): use "
-                      "[greylist] exempt_clients or `mailguard override add --allow`",
-                      file=sys.stderr)
-                return 1
-            state = await repo.allow(key, cfg.auto_whitelist_after, now)
-            print(f"whitelisted {key} (passes {state.passes})")
-        return 0
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
+    repo = GreylistStore(db)
+    now = time.time()
+    command = args.greylist_command
+    if command == "list":
+        print(format_triplets(await repo.triplets(args.limit), now), end="")
+    elif command == "stats":
+        s = await repo.stats(cfg.auto_whitelist_after)
+        print(f"triplets: {s.triplets} (passed {s.passed}, pending {s.pending})")
+        threshold = cfg.auto_whitelist_after or "off"
+        print(f"clients: {s.clients} (whitelisted {s.whitelisted}, "
+              f"auto_whitelist_after {threshold})")
+    elif command == "purge":
+        triplets, clients = await repo.purge(now, older_s, cfg.retry_window_h * 3600)
+        print(f"purged {triplets} triplets, {clients} clients")
+    else:
+        if not cfg.auto_whitelist_after:
+            print("mailguard: auto_whitelist_after is 0 (client whitelist off): use "
+                  "[greylist] exempt_clients or `mailguard override add --allow`",
+                  file=sys.stderr)
+            return 1
+        state = await repo.allow(key, cfg.auto_whitelist_after, now)
+        print(f"whitelisted {key} (passes {state.passes})")
+    return 0
 
 
 def _when(ts: float | None) -> str:

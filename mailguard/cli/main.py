@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailguard import __version__
+from mailguard import __version__, registry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -60,10 +60,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         server["hostname"] = args.hostname
     if server:
         out["server"] = server
-    if getattr(args, "spool", None):
-        out["delivery"] = {"method": "maildir", "spool": str(args.spool)}
-    if getattr(args, "qmail_queue", None):
-        out["delivery"] = {"method": "qmail-queue", "qmail_queue": str(args.qmail_queue)}
+    for spec in registry.DELIVERIES:  # one flag per delivery method
+        value = getattr(args, spec.setting, None)
+        if value:
+            out["delivery"] = {"method": spec.name, spec.setting: str(value)}
     if getattr(args, "store", None):
         out["store"] = {"url": args.store}
     if getattr(args, "log_level", None):
@@ -145,9 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="client network allowed to relay, repeatable")
     serve.add_argument("--hostname", metavar="NAME", help="this host's name (qmail 'me')")
     target = serve.add_mutually_exclusive_group()
-    target.add_argument("--spool", metavar="DIR", help="deliver into a Maildir spool in DIR")
-    target.add_argument("--qmail-queue", metavar="PROGRAM",
-                        help="deliver through PROGRAM (qmail-queue protocol)")
+    for spec in registry.DELIVERIES:
+        target.add_argument(spec.flag, dest=spec.setting, metavar=spec.metavar, help=spec.about)
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
 

@@ -11,7 +11,10 @@ import os
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailguard.store.database import Database
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -59,9 +62,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
     from mailguard.cli.main import EXIT_USAGE, load_config  # noqa: PLC0415
+    from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
     from mailguard.store.overrides import canonical_network  # noqa: PLC0415
 
     expires_s: int | None = None
@@ -74,43 +76,34 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"mailguard: {exc}", file=sys.stderr)
         return EXIT_USAGE
     config = load_config(args)
-    return asyncio.run(_run(args, config.store.url, expires_s))
+
+    async def act(db: Database) -> int:
+        return await _run(args, db, expires_s)
+
+    return run_with_store(config.store.url, act)
 
 
-async def _run(args: argparse.Namespace, url: str, expires_s: int | None) -> int:
-    from mailguard.errors import MailguardError  # noqa: PLC0415
+async def _run(args: argparse.Namespace, db: Database, expires_s: int | None) -> int:
     from mailguard.store.overrides import OverrideStore  # noqa: PLC0415
-    from mailguard.store.repo import Store  # noqa: PLC0415
 
-    try:
-        store = await Store.open(url)
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
-    try:
-        repo = OverrideStore(store.db)
-        now = time.time()
-        if args.override_command == "add":
-            entry = await repo.add(
-                args.network, args.action, reason=args.reason, now=now,
-                expires_ts=now + expires_s if expires_s else None, created_by=_who(),
-            )
-            until = f" until {_when(entry.expires_ts)}" if entry.expires_ts else ""
-            print(f"{entry.action} {entry.network}{until}")
-            return 0
-        if args.override_command == "remove":
-            if await repo.remove(args.network):
-                print(f"removed {args.network}")
-                return 0
-            print(f"mailguard: no override for {args.network}", file=sys.stderr)
-            return 1
-        print(format_table(await repo.list(), now), end="")
+    repo = OverrideStore(db)
+    now = time.time()
+    if args.override_command == "add":
+        entry = await repo.add(
+            args.network, args.action, reason=args.reason, now=now,
+            expires_ts=now + expires_s if expires_s else None, created_by=_who(),
+        )
+        until = f" until {_when(entry.expires_ts)}" if entry.expires_ts else ""
+        print(f"{entry.action} {entry.network}{until}")
         return 0
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
+    if args.override_command == "remove":
+        if await repo.remove(args.network):
+            print(f"removed {args.network}")
+            return 0
+        print(f"mailguard: no override for {args.network}", file=sys.stderr)
         return 1
-    finally:
-        await store.close()
+    print(format_table(await repo.list(), now), end="")
+    return 0
 
 
 def format_table(entries: Any, now: float) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailguard.config import Config
+    from mailguard.store.database import Database
     from mailguard.store.user_records import UserStatus, WindowCount
     from mailguard.store.users import UserStore
 
@@ -78,25 +79,14 @@ def _cmd_panic(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, action: Callable[[UserStore, Config, float], Awaitable[int]]) -> int:
-    import asyncio  # noqa: PLC0415
-
+    from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
     from mailguard.clock import SystemClock  # noqa: PLC0415
-    from mailguard.errors import MailguardError  # noqa: PLC0415
-    from mailguard.store.repo import Store  # noqa: PLC0415
     from mailguard.store.users import UserStore  # noqa: PLC0415
 
-    async def main() -> int:
-        store = await Store.open(config.store.url)
-        try:
-            return await action(UserStore(store.db), config, SystemClock().now())
-        finally:
-            await store.close()
+    async def act(db: Database) -> int:
+        return await action(UserStore(db), config, SystemClock().now())
 
-    try:
-        return asyncio.run(main())
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return 1
+    return run_with_store(config.store.url, act)
 
 
 def _when(ts: float | None) -> str:

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 
 from mailguard.control.queueop import QueueOp
 from mailguard.control.server import ControlError, ControlServer
-from mailguard.control.session import SmtpOp
-from mailguard.delivery.handover import QmailQueueDelivery
-from mailguard.scanning.engine import ScanningDelivery
+from mailguard.control.smtpop import SmtpOp
+from mailguard.delivery.qmail_queue import QmailQueueDelivery
 
 if TYPE_CHECKING:
-    from mailguard.app import Resources
     from mailguard.frontend.protocol import Tracker
     from mailguard.frontend.services import Services
+    from mailguard.resources import Resources
 
 log = logging.getLogger("mailguard.control")
 
@@ -28,10 +27,9 @@ async def start_control(res: Resources, services: Services,
     queue_delivery = res.queue_delivery or QmailQueueDelivery(
         [config.delivery.qmail_queue], res.clock, timeout_s=config.delivery.timeout_s
     )
-    # [queue] scan_sources: mail from the other sources skips the scanning wrapper
-    unscanned = queue_delivery.inner if isinstance(queue_delivery, ScanningDelivery) else None
-    queue_op = QueueOp(queue_delivery, config.queue, res.clock, unscanned=unscanned,
-                       metrics=res.metrics)
+    # the daemon's own checks in front of the real qmail-queue
+    queue_op = QueueOp(services.queue_stage.with_delivery(queue_delivery), config.queue,
+                       res.clock, metrics=res.metrics, record=services.record)
     control = ControlServer(
         config.control, {"smtp": SmtpOp(services, tracker), "queue": queue_op}, res.metrics
     )

@@ -1,28 +1,38 @@
 """The `queue` op: the daemon's half of the QMAILQUEUE wrapper (`mailguard queue`).
 
 The wrapper hands over its fd 0 (the message) and fd 1 (the envelope); we read them as
-qmail-queue does (message to EOF, then the envelope), hand the message to the QUEUE
-delivery (the real qmail-queue, wrapped by the scanning engine) and answer the exit
-status the wrapper must exit with, so that its caller (qmail-smtpd, qmail-inject…) sees
-what it would see from qmail-queue."""
+qmail-queue does (message to EOF, then the envelope), run the same DATA and QUEUE
+stages as mail the daemon accepts over SMTP (scanners, dispositions; the hand-over is
+the real qmail-queue) and answer the exit status the wrapper must exit with, so that its
+caller (qmail-smtpd, qmail-inject…) sees what it would see from qmail-queue. The message
+gets the same summary line and `message_log` row as one from an SMTP session."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailguard.clock import Clock
+from mailguard.context import Session, Transaction
+from mailguard.control.environ import env_from
 from mailguard.control.server import Reply, protocol_close
-from mailguard.control.session import env_from
-from mailguard.delivery.base import Delivered, Delivery
+from mailguard.delivery.base import Delivered
 from mailguard.metrics import Metrics
+from mailguard.netaddr import plain_ip
+from mailguard.pipeline import enforce_deferred
 from mailguard.qmail.envelope import EnvelopeError, parse
 from mailguard.qmail.exitcodes import EX_CUSTOM, EX_PERM_REFUSED, EX_READ_ERROR, EX_TEMP_REFUSED
+from mailguard.scanning.stage import QueueStage
 from mailguard.settings.queue import QueueConfig
+from mailguard.store.records import MessageRecord
+from mailguard.summary import log_transaction
+from mailguard.verdict import Action, Stage
 from mailguard.verdict import Reply as SmtpReply
 
 log = logging.getLogger("mailguard.queue")
@@ -59,21 +69,43 @@ def source_of(env: Mapping[str, str]) -> str:
     return "smtp" if "TCPREMOTEIP" in env else "local"
 
 
-class QueueOp:
-    """Handler of `queue` requests. `unscanned` is the plain hand-over (the real
-    qmail-queue) for sources `[queue] scan_sources` leaves out; None = `delivery` does
-    not scan anyway."""
+def _no_record(_: MessageRecord) -> None:
+    """Used when no store is attached."""
 
-    def __init__(self, delivery: Delivery, cfg: QueueConfig, clock: Clock, *,
-                 unscanned: Delivery | None = None, metrics: Metrics | None = None) -> None:
-        self._delivery = delivery
-        self._unscanned = unscanned
+
+def session_from(env: Mapping[str, str], clock: Clock) -> Session:
+    """What qmail-smtpd's environment tells about the client (nothing for local mail)."""
+    try:
+        ip = plain_ip(ipaddress.ip_address(env.get("TCPREMOTEIP", "").strip()))
+    except ValueError:
+        ip = ipaddress.ip_address("127.0.0.1")  # local injection: qmail-inject and friends
+    port = env.get("TCPREMOTEPORT", "")
+    return Session(
+        client_ip=ip,
+        client_port=int(port) if port.isdigit() else 0,
+        clock=clock,
+        client_host=env.get("TCPREMOTEHOST", ""),
+        local_ip=env.get("TCPLOCALIP", ""),
+        relay_client="RELAYCLIENT" in env,
+        env=env,
+        session_id=secrets.token_hex(6),
+    )
+
+
+class QueueOp:
+    """Handler of `queue` requests: the DATA and QUEUE stages of `stage`'s pipeline, then
+    its hand-over. `[queue] scan_sources` says which sources get the QUEUE checks."""
+
+    def __init__(self, stage: QueueStage, cfg: QueueConfig, clock: Clock, *,
+                 metrics: Metrics | None = None,
+                 record: Callable[[MessageRecord], None] = _no_record) -> None:
+        self._stage = stage
         self._cfg = cfg
         self._clock = clock
-        self._metrics = metrics
-        if metrics is not None:
-            metrics.declare(QUEUE_METRIC, "counter",
-                            "messages from the QMAILQUEUE wrapper by source and scanning")
+        self._metrics = metrics or Metrics()
+        self._record = record
+        self._metrics.declare(QUEUE_METRIC, "counter",
+                              "messages from the QMAILQUEUE wrapper by source and scanning")
 
     async def __call__(self, request: dict[str, Any], fds: list[int], reply: Reply) -> None:
         if len(fds) != 2:
@@ -83,54 +115,76 @@ class QueueOp:
         env = env_from(request)
         custom = bool(request.get("fd6")) and self._cfg.custom_fd6
         source = source_of(env)
-        delivery = self._delivery
-        scanned = self._unscanned is not None
-        if scanned and source not in self._cfg.scan_sources:
-            delivery, scanned = self._unscanned or delivery, False
+        scanned = source in self._cfg.scan_sources and self._stage.pipeline.runs(Stage.QUEUE)
         started = self._clock.monotonic()
+        session = session_from(env, self._clock)
         try:
             async with asyncio.timeout(self._cfg.deadline_s):
-                code, text, summary = await self._run(delivery, fds[0], fds[1], custom)
+                code, text = await self._run(session, fds[0], fds[1], custom=custom,
+                                             scanned=scanned, started=started)
         except TimeoutError:
             code, text = exit_status(Delivered(False, DEADLINE), custom=custom)
-            summary = "deadline"
+            tx = session.transaction
+            if tx is not None:
+                self._log(session, tx, Delivered(False, DEADLINE), started,
+                          extra=(("source", source), ("scanned", "yes" if scanned else "no"),
+                                 ("exit", str(code))))
         finally:
             protocol_close(fds)
-        log.info(
-            "event=queue scanned=%s source=%s client=%s %s exit=%d duration_ms=%d",
-            "yes" if scanned else "no",
-            source,
-            env.get("TCPREMOTEIP", "-"),
-            summary,
-            code,
-            int((self._clock.monotonic() - started) * 1000),
-        )
-        if self._metrics is not None:
-            self._metrics.inc(QUEUE_METRIC, source=source, scanned="yes" if scanned else "no")
+        self._metrics.inc(QUEUE_METRIC, source=source, scanned="yes" if scanned else "no")
         await reply({"exit": code, "text": text})
 
-    async def _run(self, delivery: Delivery, msg_fd: int, env_fd: int,
-                   custom: bool) -> tuple[int, str, str]:
+    async def _run(self, session: Session, msg_fd: int, env_fd: int, *, custom: bool,
+                   scanned: bool, started: float) -> tuple[int, str]:
         try:
             message = await read_all(msg_fd)
         except OSError as exc:
-            return EX_READ_ERROR, "", f"error={'message read: ' + str(exc)!r}"
+            log.warning("event=queue_error error=%r", "message read: " + str(exc))
+            return EX_READ_ERROR, ""
         try:
             raw = await read_all(env_fd)
         except OSError as exc:
-            return EX_READ_ERROR, "", f"error={'envelope read: ' + str(exc)!r}"
+            log.warning("event=queue_error error=%r", "envelope read: " + str(exc))
+            return EX_READ_ERROR, ""
         try:
             envelope = parse(raw)
         except EnvelopeError as exc:
-            return exc.exit_code, "", f"error={exc.reason!r}"
-        sender, rcpts = envelope.sender_str, list(envelope.rcpts_str)
-        delivered = await delivery.deliver(sender, rcpts, message)
+            log.warning("event=queue_error error=%r", exc.reason)
+            return exc.exit_code, ""
+        tx = Transaction(envelope.sender_str, rcpts=list(envelope.rcpts_str),
+                         data=message, size=len(message))
+        session.transaction = tx
+        delivered = await self._stages(session, tx, message, scanned)
         code, text = exit_status(delivered, custom=custom)
-        summary = (
-            f"from=<{sender}> rcpts={','.join(rcpts) or '-'} size={len(message)} "
-            f"reply={delivered.reply.code} queue_id={delivered.queue_id or '-'}"
-        )
-        return code, text, summary
+        self._log(session, tx, delivered, started,
+                  extra=(("source", source_of(session.env)),
+                         ("scanned", "yes" if scanned else "no"), ("exit", str(code))))
+        return code, text
+
+    async def _stages(self, session: Session, tx: Transaction, message: bytes,
+                      scanned: bool) -> Delivered:
+        """DATA checks as for SMTP (a connect-time refusal is enforced here: there is no
+        RCPT to defer it to), then the QUEUE stage."""
+        pipeline = self._stage.pipeline
+        verdict = await pipeline.run(Stage.DATA, session)
+        if verdict.action not in (Action.TEMPFAIL, Action.REJECT):
+            verdict = enforce_deferred(session) if session.deferred else verdict
+        if verdict.action in (Action.TEMPFAIL, Action.REJECT):
+            refusal = verdict.reply or SmtpReply(451, "temporarily refused", "4.7.1")
+            return Delivered(False, refusal)
+        return await self._stage.process(session, tx, message, scan=scanned)
+
+    def _log(self, session: Session, tx: Transaction, delivered: Delivered,
+             started: float, *, extra: tuple[tuple[str, str], ...]) -> None:
+        if delivered.accepted:
+            outcome = "accepted"
+        else:
+            outcome = "tempfail" if delivered.reply.temporary else "rejected"
+        log_transaction(session, tx, outcome=outcome, code=delivered.reply.code,
+                        queue_id=delivered.queue_id if delivered.accepted else "",
+                        started=started, clock=self._clock, metrics=self._metrics,
+                        record=self._record,
+                        extra=extra)
 
 
 async def read_all(fd: int) -> bytes:

@@ -17,6 +17,7 @@ and success is never reported for a partial delivery.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -24,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailguard.clock import Clock
+from mailguard.delivery.base import Delivered
 from mailguard.errors import PermanentError, TemporaryError
+from mailguard.qmail import replies
+
+log = logging.getLogger("mailguard.delivery")
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -163,6 +168,24 @@ class MaildirSpool:
         _mkdir(maildir)
         for sub in ("tmp", "new", "cur"):
             _mkdir(maildir / sub)
+
+
+class MaildirDelivery:
+    """The Delivery into `<root>/<domain>/<user>/new`, fsynced before the 250; any fault
+    is qmail-queue's 451 "write error or disk full", never a 5xx."""
+
+    def __init__(self, spool: MaildirSpool, clock: Clock) -> None:
+        self._spool = spool
+        self._clock = clock
+
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+                      authenticated: bool = False) -> Delivered:
+        try:
+            queue_id = await self._spool.deliver(message, sender, rcpts)
+        except (TemporaryError, PermanentError, OSError) as exc:
+            log.error("event=delivery_failed method=maildir error=%r", str(exc))
+            return Delivered(False, replies.QQ_WRITE_ERROR)
+        return Delivered(True, replies.accepted_reply(self._clock.now(), queue_id), queue_id)
 
 
 def _why(exc: OSError) -> str:

@@ -12,12 +12,11 @@ from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered
 from mailguard.frontend import replies
 from mailguard.frontend.services import Services
-from mailguard.frontend.summary import checks_text, summary_line
 from mailguard.pipeline import enforce_deferred
 from mailguard.qmail.address import AddressError, parse_path
 from mailguard.qmail.received import received_header
 from mailguard.qmail.relay import qualify
-from mailguard.store.records import MessageRecord
+from mailguard.summary import log_transaction
 from mailguard.verdict import Action, Reply, Stage, Verdict
 
 log = logging.getLogger("mailguard.smtp")
@@ -177,9 +176,7 @@ class Conversation:
         accepted, the `on_accepted` hooks (per-user counting) run before the reply, inside
         this shielded, tracked task: they finish even if the client goes away."""
         try:
-            delivered = await self.services.delivery.deliver(
-                tx.mail_from, list(tx.rcpts), message, authenticated=bool(self.session.auth_user)
-            )
+            delivered = await self.services.queue_stage.process(self.session, tx, message)
         except Exception:
             log.exception("event=delivery_error session=%s", self.session.session_id)
             return Delivered(False, replies.LOCAL_ERROR)
@@ -272,22 +269,7 @@ class Conversation:
         if outcome == "aborted" and not tx.rcpts and not tx.refused:
             return  # MAIL then nothing: not worth a line
         self.session.transactions += 1
-        duration_ms = int((self.services.clock.monotonic() - self._tx_started) * 1000)
-        rec = MessageRecord(
-            ts=self.services.clock.now(),
-            session_id=self.session.session_id,
-            client_ip=str(self.session.client_ip),
-            helo=self.session.helo,
-            mail_from=tx.mail_from,
-            rcpts=tuple(tx.rcpts),
-            size=tx.size,
-            outcome=outcome,
-            reply_code=code,
-            queue_id=queue_id,
-            duration_ms=duration_ms,
-            verdicts=checks_text((*self.session.results, *tx.results), detail=False),
-        )
-        self.services.metrics.inc("mailguard_transactions_total", outcome=outcome)
-        checks = checks_text((*self.session.results, *tx.results))
-        log.info("%s", summary_line(rec, tx.refused, auth=self.session.auth_user, checks=checks))
-        self.services.record(rec)
+        s = self.services
+        log_transaction(self.session, tx, outcome=outcome, code=code, queue_id=queue_id,
+                        started=self._tx_started, clock=s.clock, metrics=s.metrics,
+                        record=s.record)

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 
-from mailguard.config import parse_hostport
 from mailguard.metrics import Metrics
+from mailguard.settings.base import parse_hostport
 
 log = logging.getLogger("mailguard.metrics")
 

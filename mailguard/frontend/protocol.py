@@ -19,6 +19,7 @@ from mailguard.context import Session
 from mailguard.frontend import replies
 from mailguard.frontend.conversation import Conversation, Data, Step
 from mailguard.frontend.services import Services
+from mailguard.netaddr import plain_ip
 from mailguard.verdict import Reply
 
 log = logging.getLogger("mailguard.smtp")
@@ -161,8 +162,7 @@ class MailguardSMTP(SMTP):
             ip = ipaddress.ip_address(ip_text)
         except ValueError:
             ip = ipaddress.ip_address("0.0.0.0")
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = plain_ip(ip)
         self._ip = str(ip)
         services = self.services
         session = Session(

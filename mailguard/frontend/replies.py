@@ -1,28 +1,34 @@
 """Every SMTP reply the front end sends itself, in one table. Where qmail-smtpd has a reply,
-its code and wording are kept exactly (qmail-smtpd.c, notqmail 1.09); mailguard's own
-additions carry RFC 3463 enhanced codes."""
+its code and wording are kept exactly (qmail-smtpd.c, notqmail 1.09; defined in
+mailguard.qmail.replies); mailguard's own additions carry RFC 3463 enhanced codes."""
 
 from __future__ import annotations
 
+# qmail-smtpd's replies (and ours in its style) live in mailguard.qmail.replies, which the
+# checks use too; this module re-exports them so the front end has one table to read.
+from mailguard.qmail.replies import (
+    BADMAILFROM,
+    BARE_LF,
+    DATABYTES,
+    FLUSHED,
+    GO_AHEAD,
+    HELP,
+    LINE_TOO_LONG,
+    LOCAL_ERROR,
+    MAIL_FIRST,
+    NOT_RCPTHOSTS,
+    OK,
+    RCPT_FIRST,
+    SYNTAX,
+    TIMEOUT,
+    TOO_MANY_HOPS,
+    UNIMPLEMENTED,
+    VRFY,
+    greeting,
+    helo_reply,
+    quit_reply,
+)
 from mailguard.verdict import Reply
-
-OK = Reply(250, "ok")
-FLUSHED = Reply(250, "flushed")
-GO_AHEAD = Reply(354, "go ahead")
-VRFY = Reply(252, "send some mail, i'll try my best")
-HELP = Reply(214, "qmail home page: https://cr.yp.to/qmail.html")
-UNIMPLEMENTED = Reply(502, "unimplemented (#5.5.1)")
-MAIL_FIRST = Reply(503, "MAIL first (#5.5.1)")
-RCPT_FIRST = Reply(503, "RCPT first (#5.5.1)")
-SYNTAX = Reply(555, "syntax error (#5.5.4)")
-LINE_TOO_LONG = Reply(500, "command line too long (#5.5.2)")
-NOT_RCPTHOSTS = Reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
-BADMAILFROM = Reply(553, "sorry, your envelope sender is in my badmailfrom list (#5.7.1)")
-DATABYTES = Reply(552, "sorry, that message size exceeds my databytes limit (#5.3.4)")
-TOO_MANY_HOPS = Reply(554, "too many hops, this message is looping (#5.4.6)")
-BARE_LF = Reply(451, "See https://cr.yp.to/docs/smtplf.html.")
-TIMEOUT = Reply(451, "timeout (#4.4.2)")
-LOCAL_ERROR = Reply(451, "local error, please try again later (#4.3.0)")
 
 # STARTTLS (RFC 3207) and AUTH (RFC 4954): qmail has none, so these are mailguard's own.
 TLS_READY = Reply(220, "ready to start TLS")
@@ -41,18 +47,6 @@ AUTH_TEMPORARY = Reply(454, "temporary authentication failure", "4.7.0")
 AUTH_TOO_MANY = Reply(421, "too many failed logins", "4.7.0")
 
 
-def greeting(text: str) -> Reply:
-    return Reply(220, f"{text} ESMTP")
-
-
-def quit_reply(host: str) -> Reply:
-    return Reply(221, host)
-
-
-def helo_reply(host: str) -> Reply:
-    return Reply(250, host)
-
-
 def too_many_connections(host: str) -> Reply:
     return Reply(421, f"{host} too many connections, try again later (#4.3.2)")
 
@@ -63,3 +57,44 @@ def too_many_from_ip(host: str) -> Reply:
 
 def shutting_down(host: str) -> Reply:
     return Reply(421, f"{host} service shutting down, try again later (#4.3.2)")
+
+
+__all__ = [
+    "AUTH_ALREADY",
+    "AUTH_CANCELLED",
+    "AUTH_FAILED",
+    "AUTH_IN_TRANSACTION",
+    "AUTH_MECHANISM",
+    "AUTH_NEEDS_TLS",
+    "AUTH_OK",
+    "AUTH_SYNTAX",
+    "AUTH_TEMPORARY",
+    "AUTH_TOO_MANY",
+    "AUTH_UNDECODABLE",
+    "BADMAILFROM",
+    "BARE_LF",
+    "DATABYTES",
+    "FLUSHED",
+    "GO_AHEAD",
+    "HELP",
+    "LINE_TOO_LONG",
+    "LOCAL_ERROR",
+    "MAIL_FIRST",
+    "NOT_RCPTHOSTS",
+    "OK",
+    "RCPT_FIRST",
+    "SYNTAX",
+    "TIMEOUT",
+    "TLS_ACTIVE",
+    "TLS_READY",
+    "TLS_SYNTAX",
+    "TOO_MANY_HOPS",
+    "UNIMPLEMENTED",
+    "VRFY",
+    "greeting",
+    "helo_reply",
+    "quit_reply",
+    "shutting_down",
+    "too_many_connections",
+    "too_many_from_ip",
+]

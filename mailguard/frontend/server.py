@@ -8,9 +8,9 @@ import logging
 import socket
 import ssl
 
-from mailguard.config import parse_hostport
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
 from mailguard.frontend.services import Services
+from mailguard.settings.base import parse_hostport
 
 log = logging.getLogger("mailguard.server")
 

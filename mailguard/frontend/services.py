@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,17 +14,18 @@ from mailguard.clock import Clock
 from mailguard.config import Config
 from mailguard.context import IPAddress, Session, Transaction
 from mailguard.delivery.base import Delivery
+from mailguard.domains import LocalDomains
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
+from mailguard.resources import AcceptedHook
+from mailguard.scanning.stage import QueueStage
 from mailguard.store.records import MessageRecord
 
 if TYPE_CHECKING:
     from mailguard.frontend.smtpauth import SmtpAuth
 
 Recorder = Callable[[MessageRecord], None]
-# Runs after a hand-over accepted the message (the per-user limits count it there).
-AcceptedHook = Callable[[Session, Transaction], Awaitable[None]]
 
 log = logging.getLogger("mailguard.smtp")
 
@@ -41,11 +42,10 @@ class Services:
     clock: Clock
     metrics: Metrics
     pipeline: Pipeline
-    delivery: Delivery
+    queue_stage: QueueStage  # the QUEUE-stage checks and the hand-over
     record: Recorder = _no_record
     relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    local_domains: frozenset[str] = field(default_factory=frozenset)
-    local_subdomains: tuple[str, ...] = ()  # rcpthosts entries with a leading "."
+    domains: LocalDomains = field(default_factory=LocalDomains)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
     tls: ssl.SSLContext | None = None  # STARTTLS / SMTPS; None = no certificate configured
     auth: SmtpAuth | None = None  # SMTP AUTH; None = not built (then AUTH is unimplemented)
@@ -59,15 +59,22 @@ class Services:
         clock: Clock,
         metrics: Metrics,
         pipeline: Pipeline,
-        delivery: Delivery,
+        delivery: Delivery | None = None,
+        queue_stage: QueueStage | None = None,
         record: Recorder = _no_record,
+        on_accepted: Sequence[tuple[str, AcceptedHook]] = (),
     ) -> Services:
+        """`queue_stage`, or one built on `pipeline` in front of `delivery`."""
         server = config.server
         nets = tuple(ipaddress.ip_network(n, strict=False) for n in server.relay_networks)
-        exact, subs = _split_domains(server.local_domains)
         metrics.declare("mailguard_accepted_hook_errors_total", "counter",
                         "Failures of the work done after a message was accepted, by hook")
-        return cls(config, clock, metrics, pipeline, delivery, record, nets, exact, subs)
+        if queue_stage is None:
+            assert delivery is not None, "a delivery or a queue stage is needed"
+            queue_stage = QueueStage(pipeline, delivery, clock=clock, metrics=metrics,
+                                     deadline_s=config.scan.deadline_s)
+        return cls(config, clock, metrics, pipeline, queue_stage, record, nets,
+                   LocalDomains.parse(server.local_domains), on_accepted=list(on_accepted))
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Keep a hand-over alive until done, even if its session goes away."""
@@ -97,21 +104,5 @@ class Services:
 
     def is_local_domain(self, domain: str) -> bool:
         """qmail's rcpthosts rule: an exact entry, or a ".suffix" entry for subdomains."""
-        d = domain.lower()
-        if d in self.local_domains:
-            return True
-        return any(d.endswith(s) for s in self.local_subdomains)
+        return domain in self.domains
 
-
-def _split_domains(entries: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    exact: set[str] = set()
-    subs: list[str] = []
-    for entry in entries:
-        e = entry.strip().lower()
-        if not e:
-            continue
-        if e.startswith("."):
-            subs.append(e)
-        else:
-            exact.add(e)
-    return frozenset(exact), tuple(subs)

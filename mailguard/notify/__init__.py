@@ -1,1 +1,2 @@
-"""mailguard.notify."""
+"""Mail that mailguard writes itself: virus warnings (templates per language) and the
+admin alert for outbound abuse."""

@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailguard.errors import PermanentError
+from mailguard.netaddr import IPAddress, plain_ip
+from mailguard.qmail import replies
 from mailguard.verdict import Reply
 
 Kind = Literal["mail", "rcpt"]
 
-# qmail-smtpd.c err_syntax(); used for every malformed path or parameter.
-SYNTAX_ERROR = Reply(555, "syntax error (#5.5.4)")
-# RFC 5321 4.1.1.11: unknown MAIL/RCPT parameters get 555.
-UNKNOWN_PARAM = Reply(555, "unrecognized parameter (#5.5.4)")
 
 # qmail-smtpd.c: `if (addr.len > 900) return 0;` where len counts the trailing NUL,
 # so the longest accepted address is 899 bytes.
@@ -78,9 +76,9 @@ def parse_path(
     if localiphost is not None:
         address = rewrite_local_literal(address, local_ips, localiphost)
     if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS_BYTES:
-        raise AddressError(SYNTAX_ERROR)
+        raise AddressError(replies.SYNTAX)
     if kind == "rcpt" and not address:
-        raise AddressError(SYNTAX_ERROR)
+        raise AddressError(replies.SYNTAX)
     return Path(address, _parse_params(rest, kind, strict=strict_params))
 
 
@@ -127,10 +125,10 @@ def _parse_params(rest: str, kind: Kind, *, strict: bool) -> dict[str, str]:
         name = name.upper()
         if name in known:
             if strict and name in params:
-                raise AddressError(SYNTAX_ERROR)
+                raise AddressError(replies.SYNTAX)
             params[name] = _check_value(name, bool(sep), value)
         elif strict:
-            raise AddressError(UNKNOWN_PARAM)
+            raise AddressError(replies.UNKNOWN_PARAM)
         elif name:  # qmail ignores whatever follows the address; keep it for the caller
             params[name] = value
     return params
@@ -145,7 +143,7 @@ def _check_value(name: str, has_value: bool, value: str) -> str:
     else:  # SMTPUTF8 takes no value (RFC 6531 3.4)
         ok = not has_value
     if not ok:
-        raise AddressError(SYNTAX_ERROR)
+        raise AddressError(replies.SYNTAX)
     return value
 
 
@@ -169,17 +167,11 @@ def rewrite_local_literal(addr: str, local_ips: Collection[str], localiphost: st
     return addr[: at + 1] + localiphost
 
 
-_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+def _normalise_ip(text: str) -> IPAddress:
+    return plain_ip(ipaddress.ip_address(text.split("%", 1)[0]))  # drop an IPv6 zone id
 
 
-def _normalise_ip(text: str) -> _IP:
-    ip = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _literal_ip(domain: str) -> _IP | None:
+def _literal_ip(domain: str) -> IPAddress | None:
     if not (domain.startswith("[") and domain.endswith("]")):
         return None
     inner = domain[1:-1]

@@ -1,5 +1,6 @@
-"""qmail control files (/var/qmail/control), read with qmail's own rules, plus the matching
-helpers qmail-smtpd applies to them (rcpthosts.c, bmfcheck()).
+"""qmail control files (/var/qmail/control), read with qmail's own rules, plus qmail-smtpd's
+badmailfrom match (bmfcheck()). rcpthosts is matched by mailguard.domains.LocalDomains over
+`server.local_domains`, into which config.resolve() merges rcpthosts and morercpthosts.cdb.
 
 Reading rules, from control.c:
   control_readline — the first line, trailing " \\t\\n" stripped (not "\\r");
@@ -21,7 +22,7 @@ from mailguard.qmail.cdb import CdbError, CdbReader
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Iterable
 
 _STRIP = " \t\n"  # control.c striptrailingwhitespace(): exactly these three
 
@@ -153,30 +154,6 @@ def read_control(directory: str | os.PathLike[str]) -> ControlFiles:
 def _or(value: str | None, fallback: str | None) -> str | None:
     # control_rldef only falls back when the file is missing; an empty file gives "".
     return fallback if value is None else value
-
-
-def rcpthosts_match(
-    domain: str, hosts: Collection[str] | None, more: CdbReader | None = None
-) -> bool:
-    """Would qmail-smtpd accept a recipient at `domain` (the part after the last "@")?
-
-    rcpthosts.c: with no rcpthosts file (hosts None) everything is accepted. Otherwise the
-    lower-cased domain is looked up whole, then each suffix starting at a "." — so
-    "a.b.example.com" tries "a.b.example.com", ".b.example.com", ".example.com", ".com" —
-    first in rcpthosts (case-insensitive), then in morercpthosts.cdb (whose keys
-    qmail-newmrh lower-cased). An empty domain matches nothing.
-    """
-    if hosts is None:
-        return True
-    lowered = {h.lower() for h in hosts}
-    name = domain.lower()
-    # for (j = 0;j < len;++j) if (!j || (buf[j] == '.')) lookup(buf + j): none for "".
-    candidates = [name[i:] for i in range(len(name)) if i == 0 or name[i] == "."]
-    if any(c in lowered for c in candidates):
-        return True
-    if more is not None:
-        return any(c.encode("utf-8", "surrogateescape") in more for c in candidates)
-    return False
 
 
 def badmailfrom_match(addr: str, entries: Iterable[str]) -> bool:

@@ -1,9 +1,9 @@
 """qmail-queue exit statuses and the DATA reply qmail-smtpd gives for each.
 
-The table is qmail.c's `qmail_close` (netqmail 1.06 / notqmail): it returns "D<text>" for a
-permanent failure and "Z<text>" for a temporary one, and qmail-smtpd answers
+The mapping is qmail.c's `qmail_close` (netqmail 1.06 / notqmail): it returns "D<text>"
+for a permanent failure and "Z<text>" for a temporary one, and qmail-smtpd answers
 "554 <text>" or "451 <text>". Codes qmail does not name fall back to 11-40 → permanent,
-anything else → temporary (qmail-queue(8)).
+anything else → temporary (qmail-queue(8)). The texts are in mailguard.qmail.replies.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
     from mailguard.verdict import Reply
+
+# The reply texts are in mailguard.qmail.replies, imported by the functions below on first
+# use: it brings mailguard.verdict (dataclasses, enum: ~20 ms), which a caller that only
+# needs the exit-status constants should not pay for.
 
 EX_OK = 0
 EX_ADDR_TOO_LONG = 11  # an envelope address of 1003+ bytes
@@ -39,44 +43,11 @@ EX_WAITPID_SURPRISE = 256
 # qmail.c reads at most 255 bytes of the fd-6 text and wants more than 2 of them.
 CUSTOM_TEXT_MAX = 255
 
-_TEMP = "qq temporary problem (#4.3.0)"
-_PERM = "qq permanent problem (#5.3.0)"
-
-# exit status → (permanent?, text); every line is one `case` of qmail.c's qmail_close.
-_TABLE: dict[int, tuple[bool, str]] = {
-    EX_ADDR_TOO_LONG: (True, "envelope address too long for qq (#5.1.3)"),
-    EX_COMPAT_ADDR_TOO_LONG: (True, "envelope address too long for qq (#5.1.3)"),
-    EX_PERM_REFUSED: (True, "mail server permanently rejected message (#5.3.0)"),
-    EX_NOMEM: (False, "qq out of memory (#4.3.0)"),
-    EX_TIMEOUT: (False, "qq timeout (#4.3.0)"),
-    EX_WRITE_ERROR: (False, "qq write error or disk full (#4.3.0)"),
-    EX_READ_ERROR: (False, "qq read error (#4.3.0)"),
-    EX_CONFIG: (False, "qq unable to read configuration (#4.3.0)"),
-    EX_NETWORK: (False, "qq trouble making network connection (#4.3.0)"),
-    EX_HOME_DIR: (False, "qq trouble in home directory (#4.3.0)"),
-    **{c: (False, "qq trouble creating files in queue (#4.3.0)") for c in range(62, 67)},
-    EX_TEMP_REFUSED: (False, "mail server temporarily rejected message (#4.3.0)"),
-    EX_CONN_TIMEOUT: (False, "connection to mail server timed out (#4.4.1)"),
-    EX_CONN_REJECTED: (False, "connection to mail server rejected (#4.4.1)"),
-    EX_CONN_FAILED: (False, "communication with mail server failed (#4.4.2)"),
-    EX_BUG: (False, "qq internal bug (#4.3.0)"),
-    EX_ENVELOPE_FORMAT: (False, "qq internal bug (#4.3.0)"),
-    EX_EXEC_FAILED: (False, "unable to exec qq (#4.3.0)"),
-    EX_WAITPID_SURPRISE: (False, "qq waitpid surprise (#4.3.0)"),
-}
-
 
 def _reply(code: int, text: str) -> Reply:
-    # Imported on first use: mailguard.verdict brings dataclasses and enum (~20 ms), which a
-    # per-message wrapper that only needs the exit-status constants should not pay for.
-    from mailguard.verdict import Reply  # noqa: PLC0415
+    from mailguard.verdict import Reply  # noqa: PLC0415 - see above
 
     return Reply(code, text)
-
-
-def accepted_reply(unix_time: float, qp: int) -> Reply:
-    """qmail-smtpd's acceptmessage(): `250 ok <time> qp <pid of qmail-queue>`."""
-    return _reply(250, f"ok {int(unix_time)} qp {qp}")
 
 
 def reply_for_exit(code: int, custom: bytes = b"") -> Reply:
@@ -86,20 +57,22 @@ def reply_for_exit(code: int, custom: bytes = b"") -> Reply:
     "killed by a signal" (asyncio's convention) and gives `451 qq crashed`.
     """
     if code == EX_OK:
-        raise ValueError("exit 0 is success: use accepted_reply(time, qp)")
+        raise ValueError("exit 0 is success: use replies.accepted_reply(time, qp)")
+    from mailguard.qmail import replies  # noqa: PLC0415 - see above
+
     if code < 0:  # qmail.c: wait_crashed(wstat)
-        return _reply(451, "qq crashed (#4.3.0)")
+        return replies.QQ_CRASHED
     if code == EX_CUSTOM:
         reply = custom_reply(custom)
         if reply is not None:
             return reply
-    entry = _TABLE.get(code)
+    entry = replies.QUEUE_EXIT_TEXTS.get(code)
     if entry is not None:
         return _reply(554 if entry[0] else 451, entry[1])
     # qmail.c default: "if ((exitcode >= 11) && (exitcode <= 40)) Dqq permanent problem".
     if 11 <= code <= 40:
-        return _reply(554, _PERM)
-    return _reply(451, _TEMP)
+        return _reply(554, replies.QQ_PERM)
+    return _reply(451, replies.QQ_TEMP)
 
 
 def is_permanent(code: int, custom: bytes = b"") -> bool:

@@ -15,15 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailguard.qmail.address import SYNTAX_ERROR
+from mailguard.qmail import replies
 from mailguard.verdict import Reply
-
-# qmail-smtpd.c err_nogateway(), verbatim.
-NOT_IN_RCPTHOSTS = Reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
-# Ours: a local domain, but a local part that another MTA could route on.
-RELAY_TRICK = Reply(
-    553, "sorry, that address is not allowed here: relaying through %, ! or @ is refused (#5.7.1)"
-)
 
 # Characters that turn a local part into a route: `%` (the "percent hack"), `!` (UUCP
 # bang paths), `@` (from `"u@foreign"@local` or `u@foreign@local`), `:` (RFC 5321 C,
@@ -64,24 +57,24 @@ def check_rcpt(
     if relay_allowed:
         return ALLOWED
     if not addr:
-        return refused(SYNTAX_ERROR, "empty recipient")
+        return refused(replies.SYNTAX, "empty recipient")
     at = addr.rfind("@")
     if at < 0:  # qmail appends its own domain: a local recipient, e.g. <postmaster>
         return _check_local_part(addr) or ALLOWED
     local, domain = addr[:at], addr[at + 1 :].lower()
     if not domain or domain.endswith("."):
-        return refused(NOT_IN_RCPTHOSTS, f"domain {domain!r} is not in rcpthosts")
+        return refused(replies.NOT_RCPTHOSTS, f"domain {domain!r} is not in rcpthosts")
     if not is_local_domain(domain):
-        return refused(NOT_IN_RCPTHOSTS, f"domain {domain!r} is not in rcpthosts")
+        return refused(replies.NOT_RCPTHOSTS, f"domain {domain!r} is not in rcpthosts")
     if "%" in domain or "!" in domain:
-        return refused(RELAY_TRICK, f"routing character in domain {domain!r}")
+        return refused(replies.RELAY_TRICK, f"routing character in domain {domain!r}")
     return _check_local_part(local) or ALLOWED
 
 
 def _check_local_part(local: str) -> RelayDecision | None:
     found = sorted(_ROUTING_CHARS.intersection(local))
     if found:
-        return refused(RELAY_TRICK, f"routing character {''.join(found)!r} in local part")
+        return refused(replies.RELAY_TRICK, f"routing character {''.join(found)!r} in local part")
     return None
 
 
@@ -89,9 +82,3 @@ def qualify(addr: str, default_domain: str) -> str:
     """Append the default domain to an address without `@`, as qmail does for
     recipients like <postmaster> (qmail-send, control/envnoathost)."""
     return addr if "@" in addr else f"{addr}@{default_domain}"
-
-
-def apply_relayclient_suffix(addr: str, suffix: str) -> str:
-    """qmail-smtpd appends the value of RELAYCLIENT to every recipient (usually "");
-    some setups use it to tag relayed mail, e.g. RELAYCLIENT="-relay"."""
-    return addr + suffix

@@ -1,1 +1,1 @@
-"""mailguard.scanners."""
+"""asyncio clients of the content scanners (clamd, spamd), built once and shared."""

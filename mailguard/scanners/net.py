@@ -9,8 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from mailguard.config import parse_hostport
 from mailguard.errors import PermanentError, TemporaryError
+from mailguard.settings.base import parse_hostport
 
 log = logging.getLogger("mailguard.scanners")
 T = TypeVar("T")

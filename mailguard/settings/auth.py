@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid, parse_hostport
+
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # CRAM-MD5 needs plaintext passwords: not offered
 
@@ -23,8 +25,6 @@ class TlsConfig:
     handshake_timeout_s: float = 30.0  # a TLS handshake taking longer closes the connection
 
     def validate(self) -> None:
-        from mailguard.config import Invalid, parse_hostport  # noqa: PLC0415
-
         if self.key and not self.cert:
             raise Invalid("key", "a key without a cert: set tls.cert too")
         for item in self.smtps_listen:
@@ -52,8 +52,6 @@ class AuthConfig:
     tracked_ips: int = 10_000  # IPs remembered for failure counting (oldest dropped first)
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         if not self.mechanisms:
             raise Invalid("mechanisms", "at least one mechanism is needed")
         for mech in self.mechanisms:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailguard.settings.base import Invalid
+
 DEFAULT_CONTROL_SOCKET = "/run/mailguard/control.sock"
 
 
@@ -20,8 +22,6 @@ class ControlConfig:
     qmailqueue_allowed: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         if not self.socket.startswith("/"):
             raise Invalid("socket", f"must be an absolute path, got {self.socket!r}")
         if len(self.socket.encode()) > 107:  # sun_path holds 108 bytes with the NUL

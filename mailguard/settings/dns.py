@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from mailguard.settings.base import Invalid, parse_hostport
+
 
 @dataclass(frozen=True)
 class DnsConfig:
@@ -14,8 +16,6 @@ class DnsConfig:
     cache_entries: int = 10_000  # answers kept (by TTL) per process
 
     def validate(self) -> None:
-        from mailguard.config import Invalid, parse_hostport  # noqa: PLC0415
-
         for ns in self.nameservers:
             try:
                 host, _ = parse_hostport(ns, 53)

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid
+
 # An accepted answer code: "127.0.0.2", a range "127.0.0.2-127.0.0.11" or a CIDR.
 CodeRange = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")  # RFC 5782: listings are 127/8 answers
@@ -42,8 +44,6 @@ class DnsblZone:
     on_error: Literal["open", "tempfail"] = "open"  # open = as rblsmtpd; tempfail = rblsmtpd -c
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         name = self.zone.strip().rstrip(".")
         if not name or " " in name or ".." in name:
             raise Invalid("zone", f"{self.zone!r} is not a DNS zone name")
@@ -79,8 +79,6 @@ class DnsblConfig:
     override_refresh_s: float = 5.0
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         seen: set[str] = set()
         for zone in self.zones:
             key = zone.zone.lower().rstrip(".")

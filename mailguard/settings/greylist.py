@@ -8,6 +8,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid
+
 
 @dataclass(frozen=True)
 class GreylistConfig:
@@ -28,8 +30,6 @@ class GreylistConfig:
     honour_overrides: bool = True  # an allow entry of `mailguard override` exempts a client
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415 - avoids an import cycle
-
         if self.delay_s < 0:
             raise Invalid("delay_s", f"must be >= 0, got {self.delay_s}")
         if self.retry_window_h <= 0:

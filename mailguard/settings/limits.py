@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from mailguard.settings.base import Invalid
+
 # RFC 5321 4.5.3.2: clients wait at least 5 minutes for the reply to MAIL and RCPT; a
 # deliberate delay longer than that only makes them hang up.
 MAX_DELAY_S = 300
@@ -31,8 +33,6 @@ class TarpitConfig:
     delay_s: int | None = None  # seconds slept before answering each further RCPT
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         if self.count is not None and self.count < 0:
             raise Invalid("count", f"must be >= 0, got {self.count}")
         if self.delay_s is not None and not 0 <= self.delay_s <= MAX_DELAY_S:
@@ -61,8 +61,6 @@ class WindowLimit:
     hard_rcpts: int = 0
 
     def check(self, index: int) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         key = f"windows[{index}]"
         if self.period_s <= 0:
             raise Invalid(f"{key}.period_s", f"must be > 0, got {self.period_s}")
@@ -101,8 +99,6 @@ class LimitsConfig:
     suspend_on_alert: bool = False  # suspend the user when alerting (after the alert is sent)
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         periods = [w.period_s for w in self.windows]
         for i, w in enumerate(self.windows):
             w.check(i)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailguard.settings.base import Invalid, parse_hostport
+
 
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = ""  # "127.0.0.1:9125" serves GET /metrics; empty = no endpoint
 
     def validate(self) -> None:
-        from mailguard.config import Invalid, parse_hostport  # noqa: PLC0415
-
         if self.listen:
             try:
                 parse_hostport(self.listen, 9125)

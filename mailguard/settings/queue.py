@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailguard.settings.base import Invalid
+
 # Where a message handed to the wrapper comes from: "smtp" = the caller had TCPREMOTEIP in
 # its environment (qmail-smtpd under tcpserver); "local" = everything else (qmail-inject,
 # sendmail, qmail-local forwards, autoresponders, mailing-list managers).
@@ -23,8 +25,6 @@ class QueueConfig:
     scan_sources: tuple[str, ...] = QUEUE_SOURCES
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         if self.deadline_s <= 0:
             raise Invalid("deadline_s", f"must be > 0, got {self.deadline_s}")
         for source in self.scan_sources:

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid, parse_hostport
+
 SPAM_ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "delete")
 SpamAction = Literal["tag", "release", "user-box", "domain-box", "central-box", "delete"]
 _ADDRESS_RE = re.compile(r"^[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+$")
@@ -16,9 +18,7 @@ _LOCALPART_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 
 
 def check_servers(key: str, servers: tuple[str, ...], default_port: int) -> None:
-    """Servers are `unix:/path` or `HOST:PORT` / `[v6]:PORT`; raises config.Invalid."""
-    from mailguard.config import Invalid, parse_hostport  # noqa: PLC0415 - config imports us
-
+    """Servers are `unix:/path` or `HOST:PORT` / `[v6]:PORT`; raises Invalid."""
     for item in servers:
         if item.startswith("unix:"):
             if not item[5:].startswith("/"):
@@ -31,8 +31,6 @@ def check_servers(key: str, servers: tuple[str, ...], default_port: int) -> None
 
 
 def _positive(key: str, value: float) -> None:
-    from mailguard.config import Invalid  # noqa: PLC0415
-
     if value <= 0:
         raise Invalid(key, f"must be > 0, got {value}")
 
@@ -57,8 +55,6 @@ class ClamdConfig:
     on_too_large: Literal["tempfail", "reject", "pass"] = "pass"
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         check_servers("servers", self.servers, 3310)
         if self.enabled and not self.servers:
             raise Invalid("servers", "at least one server is needed when enabled")
@@ -103,8 +99,6 @@ class SpamConfig:
     user_box_extension: str = "spam"
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415
-
         if self.central_box and not _ADDRESS_RE.match(self.central_box):
             raise Invalid("central_box", f"{self.central_box!r} is not an address")
         if self.default_action == "central-box" and not self.central_box:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid
+
 # "tag": record the result in the headers only; "reject": 550 (5.7.23 / 5.7.24);
 # "tempfail": 451 (4.7.23 / 4.7.24), the client retries later
 Action = Literal["tag", "reject", "tempfail"]
@@ -24,8 +26,6 @@ class SpfConfig:
     query_time_s: float = 20.0  # all DNS lookups of one evaluation (RFC 7208 4.6.4: 20 s)
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415 - avoids an import cycle
-
         if self.query_time_s <= 0:
             raise Invalid("query_time_s", f"must be > 0, got {self.query_time_s}")
 

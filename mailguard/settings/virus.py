@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from mailguard.settings.base import Invalid
+
 # A language tag as used for template directories: "en", "de", "pt-br", "zh_tw".
 LANGUAGE_RE = re.compile(r"^[a-z]{2,8}(?:[-_][a-z0-9]{1,8})*$")
 # No controls and no white space in an address we put into an envelope or a header.
@@ -32,8 +34,6 @@ class VirusConfig:
     default_language: str = "en"  # when neither the address nor its domain chose one
 
     def validate(self) -> None:
-        from mailguard.config import Invalid  # noqa: PLC0415 - config imports this module
-
         for key in ("admin", "from_address"):
             value = getattr(self, key)
             if value and not _ADDRESS_RE.match(value):

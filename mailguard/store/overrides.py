@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from mailguard.clock import Clock
 from mailguard.errors import TemporaryError
+from mailguard.netaddr import plain_ip
 from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
 from mailguard.store.models import IpOverride
@@ -63,13 +64,6 @@ def canonical_network(text: str) -> str:
         mapped = net.network_address.ipv4_mapped
         net = ipaddress.IPv4Network(f"{mapped}/{max(net.prefixlen - 96, 0)}", strict=False)
     return str(net)
-
-
-def plain_ip(ip: IP) -> IP:
-    """An IPv4-mapped IPv6 address (::ffff:192.0.2.1) as the IPv4 address it is."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def match(entries: Iterable[tuple[Network, Override]], ip: IP, now: float) -> Override | None:

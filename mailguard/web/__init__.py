@@ -1,1 +1,1 @@
-"""mailguard.web."""
+"""The users' web page and graphs (coming next; see the issues)."""

@@ -110,9 +110,11 @@ def upgrade_store(store_url: str) -> None:
 
 
 def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
-                 extra_args: tuple[str, ...] = (), store: str | None = None) -> Daemon:
+                 extra_args: tuple[str, ...] = (), store: str | None = None,
+                 program: list[str] | None = None) -> Daemon:
     """Write the config (with `{tmp}` filled in), upgrade the store (default: SQLite in
-    `tmp`), start and wait for every listener."""
+    `tmp`), start and wait for every listener. `program`: the command instead of
+    `python -m mailguard.cli.main` (it gets `serve ...`)."""
     text = config_toml.replace("{tmp}", str(tmp))
     if "[control]" not in text:  # never the system-wide /run/mailguard/control.sock
         text += f'\n[control]\nsocket = "{tmp}/control.sock"\n'
@@ -124,7 +126,8 @@ def start_daemon(tmp: Path, config_toml: str, *, upgrade: bool = True,
     if upgrade:
         upgrade_store(store)
     proc = subprocess.Popen(
-        mailguard_cmd("serve", "--config", str(cfg), "--store", store, *extra_args),
+        [*(program or mailguard_cmd()), "serve", "--config", str(cfg), "--store", store,
+         *extra_args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     daemon = Daemon(proc, [], tmp)

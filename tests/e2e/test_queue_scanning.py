@@ -137,8 +137,10 @@ def test_virus_exit_82_with_text_and_only_warnings_queued(qd: Rig) -> None:
     for m, _e in queued:
         assert message_from_bytes(m)["Subject"] == f"VIRUS WARNING : {VIRUS}"
         assert b"EICAR-STANDARD" not in m and base64_eicar() not in m
-    log = daemon.wait_log("event=queue scanned=yes source=smtp client=192.0.2.7")
-    assert "exit=82" in log
+    log = daemon.wait_log("source=smtp scanned=yes exit=82")
+    [line] = [x for x in log.splitlines() if "event=transaction" in x]
+    assert "client=192.0.2.7" in line and "result=rejected reply=554" in line
+    assert "clamd=fail(virus Eicar" in line
 
 
 def test_virus_without_fd6_exits_31(qd: Rig) -> None:
@@ -248,8 +250,8 @@ def test_custom_fd6_off_and_sources_not_scanned(tmp_path: Path, clamd_socket: st
         run = run_queue_program(SHIM, msg, env, lean_env(daemon.control))  # qmail-inject
         assert (run.exit_code, run.custom) == (0, b"")
         assert recorded(rec) == [(msg, env)]  # exactly as given: not scanned at all
-        log = daemon.wait_log("scanned=no source=local")
-        assert "scanned=yes source=smtp client=192.0.2.7" in log
+        log = daemon.wait_log("source=local scanned=no exit=0")
+        assert "client=192.0.2.7" in log and "source=smtp scanned=yes exit=31" in log
     finally:
         assert daemon.stop() == 0
 

@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 
 from mailguard.clock import FrozenClock
-from mailguard.delivery.handover import MaildirDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.scanners.spamd import SpamdClient
-from mailguard.scanning.engine import ScanningDelivery, ScanSetup
 from mailguard.store.greylist import GreylistStore
 from mailguard.store.prefs import PrefsStore
 from mailguard.store.repo import Store
 from mailguard.store.users import UserStore
 from tests.e2e.daemon_harness import run_cli
-from tests.scanner_helpers import gtube, message
+from tests.scanner_helpers import Scanning, ScanSetup, gtube, message
 
 EIGHT_BIT = b"\xff\xfe@example.com".decode("utf-8", "surrogateescape")
 NOW = 1_795_711_998.0
@@ -60,7 +58,7 @@ async def test_spamd_scans_an_eight_bit_recipient(spamd_addr: tuple[str, int], t
     assert result.spam
     clock = FrozenClock(NOW)
     inner = MaildirDelivery(MaildirSpool(tmp_path / "spool", clock), clock)
-    engine = ScanningDelivery(inner, ScanSetup(spamd=spamd, prefs=prefs), clock=clock,
+    engine = Scanning(inner, ScanSetup(spamd=spamd, prefs=prefs), clock=clock,
                               metrics=Metrics())
     out = await engine.deliver("s@example.org", [EIGHT_BIT], message(gtube(), subject="x"))
     assert out.accepted, out

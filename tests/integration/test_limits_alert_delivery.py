@@ -10,17 +10,16 @@ import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailguard.app import Resources
+from mailguard.app import build_checks
 from mailguard.checks.limits import LimitsCheck, build_limits
 from mailguard.config import load
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered, Delivery
-from mailguard.delivery.handover import MaildirDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Check
 from mailguard.policy import CheckPolicy, Mode
-from mailguard.scanning.wiring import install_scanning
+from mailguard.resources import Resources
 from mailguard.store.repo import Store
 from mailguard.store.users import UserStore
 from mailguard.verdict import Stage, Verdict
@@ -47,9 +46,11 @@ def _limits(r: Rig, url: str, store: Store, delivery: Delivery, *,
     """A second limits check on the rig's store and clock, with its own delivery."""
     res = Resources(load(r.config_path, {"store": {"url": url}}), r.clock, Metrics(), store,
                     delivery)
-    if scanning:
-        install_scanning(res)
-    return build_limits(res, r.services)
+    if scanning:  # as the daemon assembles itself, clamd included
+        [(check, policy)] = [(c, p) for c, p in build_checks(res) if c.name == "limits"]
+        assert "clamd" in [c.name for c, _ in build_checks(res)]
+        return check, policy
+    return build_limits(res, res.config.policy("limits"))
 
 
 async def _mail(check: Check, r: Rig, stage: Stage = Stage.MAIL) -> Verdict:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from mailguard.app import Resources
 from mailguard.checks.limits import build_limits
 from mailguard.checks.relay import RelayCheck
 from mailguard.checks.tarpit import build_tarpit
@@ -21,13 +20,13 @@ from mailguard.clock import FrozenClock
 from mailguard.config import Config, load
 from mailguard.context import Session
 from mailguard.delivery.base import Delivered
-from mailguard.delivery.handover import MaildirDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.frontend.conversation import Conversation, Data
 from mailguard.frontend.services import Services
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.resources import Resources
 from mailguard.store import migrate
 from mailguard.store.repo import Store
 from mailguard.store.users import UserStore
@@ -103,13 +102,13 @@ async def rig(tmp_path: Path, url: str, toml: str, opened: list[Store], *,
     spool = tmp_path / "spool"
     delivery = MaildirDelivery(MaildirSpool(spool, clock), clock)
     res = Resources(config, clock, metrics, store, delivery)
-    services = Services.build(config, clock=clock, metrics=metrics,
-                              pipeline=Pipeline([], metrics), delivery=delivery)
-    services.pipeline = Pipeline([
-        (RelayCheck(services.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
-        build_tarpit(res),
-        build_limits(res, services),
+    pipeline = Pipeline([
+        (RelayCheck(res.is_local_domain), CheckPolicy(mode=Mode.ENFORCE)),
+        build_tarpit(res, config.policy("tarpit")),
+        build_limits(res, config.policy("limits")),
     ], metrics)
+    services = Services.build(config, clock=clock, metrics=metrics, pipeline=pipeline,
+                              delivery=delivery, on_accepted=res.on_accepted)
     return Rig(clock, services, spool, url, cfg_path)
 
 
@@ -286,21 +285,21 @@ async def test_only_mail_the_hand_over_accepted_is_counted(
         tmp_path: Path, sqlite_url: str, stores: list[Store]) -> None:
     r = await rig(tmp_path, sqlite_url, LIMITS, stores)
     users = UserStore(stores[0].db)
-    accepting = r.services.delivery
+    accepting = r.services.queue_stage
     # a scanner outage: every message (and each retry) is tempfailed at the hand-over;
     # counted, the 4th would wait at MAIL and the 7th be refused (soft 3, hard 6)
     down = RefusingQueue(Reply(451, "temporary failure, please try again later", "4.3.0"))
-    r.services.delivery = down
+    r.services.queue_stage = accepting.with_delivery(down)
     for _ in range(8):
         assert (await r.send())[-1] == b"451 4.3.0 temporary failure, please try again later"
     virus = RefusingQueue(Reply(554, "message refused: virus found", "5.7.1"))
-    r.services.delivery = virus
+    r.services.queue_stage = accepting.with_delivery(virus)
     assert (await r.send())[-1] == b"554 5.7.1 message refused: virus found"
     assert (down.calls, virus.calls) == (8, 1)
     assert r.clock.sleeps == [] and r.alerts() == []
     assert await users.detail("alice@example.com", r.clock.now(), [3600]) is None
     # accepted: counted once, with its recipients, their domains and its Subject
-    r.services.delivery = accepting
+    r.services.queue_stage = accepting
     rcpts = ("bob@example.org", "eve@Example.NET", "ann@example.org")
     assert (await r.send(rcpts=rcpts, subject="quarterly report"))[-1].startswith(b"250 ok ")
     detail = await users.detail("alice@example.com", r.clock.now(), [3600, 86400])

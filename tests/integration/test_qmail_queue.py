@@ -12,7 +12,7 @@ import pytest
 
 from mailguard.clock import FrozenClock
 from mailguard.qmail.exitcodes import reply_for_exit
-from mailguard.qmail.queue import QueueResult, run_qmail_queue
+from mailguard.qmail.queue_program import QueueResult, run_qmail_queue
 
 RECORDER = str(Path(__file__).resolve().parents[1] / "tools" / "recording_qmail_queue.py")
 NOW = 1_795_711_998.0

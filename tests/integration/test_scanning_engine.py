@@ -1,4 +1,4 @@
-"""ScanningDelivery end to end below the SMTP layer: the real clamd and spamd, spamd's
+"""Scanning end to end below the SMTP layer: the real clamd and spamd, spamd's
 SQL prefs in the mailguard store, groups queued through the recording qmail-queue and
 the Maildir spool."""
 
@@ -16,17 +16,18 @@ import pytest
 
 from mailguard.clock import FrozenClock
 from mailguard.delivery.base import Delivery
-from mailguard.delivery.handover import MaildirDelivery, QmailQueueDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
+from mailguard.delivery.qmail_queue import QmailQueueDelivery
 from mailguard.metrics import Metrics
 from mailguard.scanners.clamd import ClamdClient
 from mailguard.scanners.spamd import SpamdClient
-from mailguard.scanning.engine import ScanningDelivery, ScanSetup
 from mailguard.settings.scan import ClamdConfig, SpamConfig, SpamdConfig
 from mailguard.store.prefs import PrefsStore
 from mailguard.store.repo import Store
 from tests.scanner_helpers import (
     HAM_BODY,
+    Scanning,
+    ScanSetup,
     closed_port,
     eicar,
     fake_server,
@@ -101,8 +102,8 @@ class Rig:
                          spam_cfg=SpamConfig(central_box="central@quarantine.test"))
         return replace(base, **changes)  # type: ignore[arg-type]
 
-    def delivery(self, inner: Delivery, **changes: object) -> ScanningDelivery:
-        return ScanningDelivery(inner, self.setup(**changes), clock=FrozenClock(NOW),
+    def delivery(self, inner: Delivery, **changes: object) -> Scanning:
+        return Scanning(inner, self.setup(**changes), clock=FrozenClock(NOW),
                                 metrics=self.metrics, notifier=self.notifier)
 
     def addr(self, local: str) -> str:

@@ -15,8 +15,8 @@ import pytest
 
 from mailguard.clock import FrozenClock
 from mailguard.delivery.base import Delivered, Delivery
-from mailguard.delivery.handover import MaildirDelivery, QmailQueueDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
+from mailguard.delivery.qmail_queue import QmailQueueDelivery
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.notify.languages import prefs_languages
@@ -263,8 +263,7 @@ async def test_eicar_through_the_scanning_engine_and_real_clamd(
     """The whole slice: the scanning engine refuses EICAR found by the real clamd, and
     the three warnings land in the spool; nothing else does."""
     from mailguard.scanners.clamd import ClamdClient  # noqa: PLC0415
-    from mailguard.scanning.engine import ScanningDelivery, ScanSetup  # noqa: PLC0415
-    from tests.scanner_helpers import eicar, with_attachment  # noqa: PLC0415
+    from tests.scanner_helpers import Scanning, ScanSetup, eicar, with_attachment  # noqa: PLC0415  # noqa: PLC0415
 
     clock = FrozenClock()
     metrics = Metrics()
@@ -280,7 +279,7 @@ async def test_eicar_through_the_scanning_engine_and_real_clamd(
         metrics=metrics,
     )
     setup = ScanSetup(clamd=ClamdClient([f"unix:{clamd_socket}"], scan_timeout_s=20.0))
-    scanning = ScanningDelivery(inner, setup, clock=clock, metrics=metrics, notifier=notifier)
+    scanning = Scanning(inner, setup, clock=clock, metrics=metrics, notifier=notifier)
     infected = with_attachment("eicar.com", eicar())
     result = await scanning.deliver(
         "carol@example.com", ["alice@example.com", "far@remote.test"], infected

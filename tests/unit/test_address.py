@@ -7,14 +7,13 @@ import pytest
 from mailguard.errors import PermanentError
 from mailguard.qmail.address import (
     MAX_ADDRESS_BYTES,
-    SYNTAX_ERROR,
-    UNKNOWN_PARAM,
     AddressError,
     Kind,
     Path,
     parse_path,
     rewrite_local_literal,
 )
+from mailguard.qmail.replies import SYNTAX, UNKNOWN_PARAM
 from mailguard.verdict import Reply
 
 # (argument after the verb, kind, expected address, expected params)
@@ -82,26 +81,26 @@ def test_addrparse(arg: str, kind: Kind, address: str, params: dict[str, str]) -
 
 # (argument, kind, strict, expected reply)
 ERROR_CASES: list[tuple[str, Kind, bool, Reply]] = [
-    ("TO:<>", "rcpt", False, SYNTAX_ERROR),
-    ("TO:", "rcpt", False, SYNTAX_ERROR),
-    ("", "rcpt", False, SYNTAX_ERROR),
-    ("c@d.test", "rcpt", False, SYNTAX_ERROR),  # qmail: empty address
-    ("FROM:<a@b.test> SIZE=abc", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SIZE=", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SIZE", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SIZE=-1", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SIZE=" + "9" * 21, "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SIZE=\u0661\u0662", "mail", False, SYNTAX_ERROR),  # non-ASCII digits
-    ("FROM:<a@b.test> BODY=BINARYMIME", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> BODY=", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SMTPUTF8=yes", "mail", False, SYNTAX_ERROR),
-    ("FROM:<a@b.test> SMTPUTF8=", "mail", False, SYNTAX_ERROR),
+    ("TO:<>", "rcpt", False, SYNTAX),
+    ("TO:", "rcpt", False, SYNTAX),
+    ("", "rcpt", False, SYNTAX),
+    ("c@d.test", "rcpt", False, SYNTAX),  # qmail: empty address
+    ("FROM:<a@b.test> SIZE=abc", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SIZE=", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SIZE", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SIZE=-1", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SIZE=" + "9" * 21, "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SIZE=\u0661\u0662", "mail", False, SYNTAX),  # non-ASCII digits
+    ("FROM:<a@b.test> BODY=BINARYMIME", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> BODY=", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SMTPUTF8=yes", "mail", False, SYNTAX),
+    ("FROM:<a@b.test> SMTPUTF8=", "mail", False, SYNTAX),
     ("FROM:<a@b.test> FOO=1", "mail", True, UNKNOWN_PARAM),
     ("FROM:<a@b.test> =1", "mail", True, UNKNOWN_PARAM),
     ("FROM:<a@b.test> AUTH=<>", "mail", True, UNKNOWN_PARAM),
     ("TO:<c@d.test> SIZE=10", "rcpt", True, UNKNOWN_PARAM),
     ("TO:<c@d.test> NOTIFY=NEVER", "rcpt", True, UNKNOWN_PARAM),
-    ("FROM:<a@b.test> SIZE=1 SIZE=2", "mail", True, SYNTAX_ERROR),
+    ("FROM:<a@b.test> SIZE=1 SIZE=2", "mail", True, SYNTAX),
 ]
 
 
@@ -120,7 +119,7 @@ def test_strict_accepts_advertised_params() -> None:
 
 
 def test_syntax_reply_is_qmails() -> None:
-    assert str(SYNTAX_ERROR) == "555 syntax error (#5.5.4)"
+    assert str(SYNTAX) == "555 syntax error (#5.5.4)"
     assert issubclass(AddressError, PermanentError)
 
 
@@ -136,7 +135,7 @@ def test_length_limit(kind: Kind) -> None:
     assert parse_path(f"X:<{ok}>", kind=kind).address == ok
     with pytest.raises(AddressError) as info:
         parse_path(f"X:<{_addr_of_bytes(900)}>", kind=kind)
-    assert info.value.reply == SYNTAX_ERROR
+    assert info.value.reply == SYNTAX
 
 
 def test_length_counts_bytes_not_characters() -> None:

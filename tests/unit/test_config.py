@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mailguard.config import Config, load, parse_hostport, to_toml
+from mailguard.config import Config, load, to_toml
 from mailguard.errors import ConfigError
 from mailguard.policy import Mode, OnError
+from mailguard.settings.base import parse_hostport
 
 
 def write(tmp_path: Path, text: str) -> Path:

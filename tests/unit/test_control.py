@@ -1,4 +1,8 @@
-"""qmail control files (control.c reading rules), rcpthosts/badmailfrom matching, and cdb."""
+"""qmail control files (control.c reading rules), rcpthosts/badmailfrom matching, and cdb.
+
+rcpthosts is checked the way the daemon applies it: config.load() with the control dir
+merges rcpthosts and morercpthosts.cdb into `server.local_domains`, and LocalDomains (what
+the relay check asks) matches a domain against them."""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from mailguard.config import load
+from mailguard.domains import LocalDomains
 from mailguard.errors import ConfigError
 from mailguard.qmail.cdb import CdbError, CdbReader, build_cdb, cdb_hash, write_cdb
-from mailguard.qmail.control import (
-    ControlFiles,
-    badmailfrom_match,
-    rcpthosts_match,
-    read_control,
-)
+from mailguard.qmail.control import ControlFiles, badmailfrom_match, read_control
 
 
 def control_dir(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
@@ -23,6 +24,12 @@ def control_dir(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
         data = content.encode() if isinstance(content, str) else content
         (d / name).write_bytes(data)
     return d
+
+
+def local_domains(d: Path) -> LocalDomains:
+    """The daemon's rcpthosts rule for control dir `d` (as Resources.is_local_domain)."""
+    config = load(None, {"server": {"qmail_control_dir": str(d)}})
+    return LocalDomains.parse(config.server.local_domains)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -108,7 +115,7 @@ def test_readfile_rules(tmp_path: Path) -> None:
 def test_empty_rcpthosts_is_not_missing(tmp_path: Path) -> None:
     ctl = read_control(control_dir(tmp_path, {"rcpthosts": "# nothing\n"}))
     assert ctl.rcpthosts == ()
-    assert not rcpthosts_match("example.com", ctl.rcpthosts, None)
+    assert "example.com" not in local_domains(tmp_path / "control")
 
 
 @pytest.mark.parametrize(
@@ -174,9 +181,11 @@ def test_morercpthosts_text_and_cdb(tmp_path: Path) -> None:
     assert ctl.morercpthosts == ("b.example",)
     assert ctl.morercpthosts_cdb is not None
     assert set(ctl.morercpthosts_cdb) == {b"b.example", b".c.example"}
-    assert rcpthosts_match("B.Example", ctl.rcpthosts, ctl.morercpthosts_cdb)
-    assert rcpthosts_match("mx.c.example", ctl.rcpthosts, ctl.morercpthosts_cdb)
-    assert not rcpthosts_match("c.example", ctl.rcpthosts, ctl.morercpthosts_cdb)
+    domains = local_domains(d)
+    assert "B.Example" in domains
+    assert "mx.c.example" in domains
+    assert "c.example" not in domains
+    assert "a.example" in domains
 
 
 def test_corrupt_cdb_is_a_config_error(tmp_path: Path) -> None:
@@ -188,7 +197,7 @@ def test_corrupt_cdb_is_a_config_error(tmp_path: Path) -> None:
 
 # --- rcpthosts / badmailfrom --------------------------------------------------------------
 
-HOSTS = ("example.com", ".example.net", "Mixed.Example")
+HOSTS = "example.com\n.example.net\nMixed.Example\n"
 
 
 @pytest.mark.parametrize(
@@ -207,20 +216,25 @@ HOSTS = ("example.com", ".example.net", "Mixed.Example")
         ("", False),  # "user@": nothing to look up
     ],
 )
-def test_rcpthosts_match(domain: str, accepted: bool) -> None:
-    assert rcpthosts_match(domain, HOSTS, None) is accepted
+def test_rcpthosts_match(tmp_path: Path, domain: str, accepted: bool) -> None:
+    domains = local_domains(control_dir(tmp_path, {"rcpthosts": HOSTS}))
+    assert (domain in domains) is accepted
 
 
-def test_rcpthosts_missing_file_accepts_everything() -> None:
-    assert rcpthosts_match("anything.example", None, None)
+def test_missing_rcpthosts_adds_no_domain(tmp_path: Path) -> None:
+    # qmail-smtpd without rcpthosts accepts every domain (an open relay); mailguard only
+    # gets no domain from the missing file (config.resolve), so nothing is local here.
+    assert "anything.example" not in local_domains(control_dir(tmp_path, {"me": "mx\n"}))
 
 
-def test_rcpthosts_cdb_is_consulted_with_the_same_suffixes() -> None:
-    more = CdbReader(build_cdb([(b"more.example", b""), (b".sub.example", b"")]))
-    assert rcpthosts_match("MORE.example", (), more)  # looked up lower-cased
-    assert rcpthosts_match("x.y.sub.example", (), more)
-    assert not rcpthosts_match("sub.example", (), more)
-    assert not rcpthosts_match("other.example", (), more)
+def test_rcpthosts_cdb_is_consulted_with_the_same_suffixes(tmp_path: Path) -> None:
+    d = control_dir(tmp_path, {"rcpthosts": ""})
+    write_cdb(d / "morercpthosts.cdb", [(b"more.example", b""), (b".sub.example", b"")])
+    domains = local_domains(d)
+    assert "MORE.example" in domains  # looked up lower-cased
+    assert "x.y.sub.example" in domains
+    assert "sub.example" not in domains
+    assert "other.example" not in domains
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 
 from mailguard.config import load
 from mailguard.control import protocol
+from mailguard.control.environ import qmail_ulong
 from mailguard.control.queueop import exit_status
-from mailguard.control.session import qmail_ulong
 from mailguard.delivery.base import Delivered
 from mailguard.errors import ConfigError
 from mailguard.lean import settings as lean_settings

@@ -17,8 +17,7 @@ from mailguard.clock import FrozenClock
 from mailguard.config import load
 from mailguard.context import Session
 from mailguard.delivery.base import Delivered, Delivery
-from mailguard.delivery.handover import MaildirDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.frontend.conversation import Conversation, Data
 from mailguard.frontend.services import Services
 from mailguard.metrics import Metrics

@@ -14,8 +14,7 @@ from mailguard.checks.relay import RelayCheck
 from mailguard.clock import FrozenClock
 from mailguard.config import load
 from mailguard.context import Session
-from mailguard.delivery.handover import MaildirDelivery
-from mailguard.delivery.maildir import MaildirSpool
+from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.frontend.conversation import Conversation
 from mailguard.frontend.services import Services
 from mailguard.metrics import Metrics
@@ -29,6 +28,8 @@ from mailguard.policy import CheckPolicy, Mode
         ("<postmaster>", "-x", "postmaster-x@mx.test"),
         ("<postmaster>", "", "postmaster@mx.test"),
         ("<u@foreign.test>", "-x", "u@foreign.test-x"),  # qmail's own (odd) result
+        ("<u@foreign.test>", "-relay", "u@foreign.test-relay"),  # appended as is
+        ("<u@foreign.test>", "", "u@foreign.test"),  # the usual RELAYCLIENT=""
     ],
 )
 async def test_relayclient_suffix_then_qualification(

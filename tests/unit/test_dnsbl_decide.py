@@ -20,10 +20,10 @@ from mailguard.checks.dnsbl import (
 )
 from mailguard.cli.override import parse_duration
 from mailguard.clock import FrozenClock
-from mailguard.config import Invalid
 from mailguard.context import Session
 from mailguard.dnsresolve import TtlCache
 from mailguard.pipeline import enforce_deferred
+from mailguard.settings.base import Invalid
 from mailguard.settings.dnsbl import DnsblConfig, DnsblZone, parse_code
 from mailguard.store.overrides import Override, canonical_network, match
 from mailguard.verdict import Action, Reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailguard.qmail import exitcodes as ex
+from mailguard.qmail import replies
 from mailguard.verdict import Reply
 
 TEMP = "451 qq temporary problem (#4.3.0)"
@@ -73,7 +74,7 @@ def test_exit_zero_is_for_the_caller() -> None:
     with pytest.raises(ValueError, match="accepted_reply"):
         ex.reply_for_exit(0)
     assert not ex.is_permanent(0)
-    assert str(ex.accepted_reply(1795711998.7, 11094)) == "250 ok 1795711998 qp 11094"
+    assert str(replies.accepted_reply(1795711998.7, 11094)) == "250 ok 1795711998 qp 11094"
 
 
 @pytest.mark.parametrize(

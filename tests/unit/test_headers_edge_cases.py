@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.scanning.headers import edit
+from mailguard.headers import edit
 
 
 @pytest.mark.parametrize(("message", "want"), [

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from mailguard.checks.spam_rules import Effective, Scan, effective, treat
 from mailguard.config import load
 from mailguard.errors import ConfigError, PermanentError, TemporaryError
+from mailguard.headers import edit, header_line, multiline_header
 from mailguard.scanners.clamd import Clean, Infected, parse_reply
 from mailguard.scanners.spamd import SpamResult, parse_response
-from mailguard.scanning.dispositions import (
-    Effective,
-    Scan,
-    Treatment,
-    effective,
-    group,
-    treat,
-)
-from mailguard.scanning.headers import edit, header_line, multiline_header
+from mailguard.scanning.grouping import group
 from mailguard.settings.scan import SpamConfig
 from mailguard.store.prefs_records import DomainPrefs, UserPrefs
+from mailguard.verdict import Disposition
 
 CFG = SpamConfig(central_box="junk@central.test")
 D_ON = DomainPrefs("ex.test", spam_enabled=True)
@@ -66,24 +61,24 @@ def eff(action: str, box: str = "") -> Effective:
 
 
 @pytest.mark.parametrize(("scan", "result", "e", "want"), [
-    (Scan.OFF, None, eff("tag"), Treatment()),
-    (Scan.TOO_LARGE, None, eff("tag"), Treatment(("X-Spam-Status: unscanned (size)",), True)),
-    (Scan.ERROR, None, eff("delete"), Treatment(("X-Spam-Status: unscanned",), True)),
-    (Scan.HAM, HAM, eff("delete"), Treatment(HAM_HEADERS, True)),
-    (Scan.HAM, HAM, eff("user-box", "b@x"), Treatment(HAM_HEADERS, True)),
-    (Scan.SPAM, SPAM, eff("tag"), Treatment(SPAM_HEADERS, True, "[SPAM]")),
-    (Scan.SPAM, SPAM, eff("release"), Treatment(SPAM_HEADERS, True)),
-    (Scan.SPAM, SPAM, eff("user-box", "u-spam@x"), Treatment(SPAM_HEADERS, True, "", "u-spam@x")),
-    (Scan.SPAM, SPAM, eff("central-box", "c@x"), Treatment(SPAM_HEADERS, True, "", "c@x")),
-    (Scan.SPAM, SPAM, eff("delete"), Treatment(drop=True)),
+    (Scan.OFF, None, eff("tag"), Disposition()),
+    (Scan.TOO_LARGE, None, eff("tag"), Disposition(("X-Spam-Status: unscanned (size)",), True)),
+    (Scan.ERROR, None, eff("delete"), Disposition(("X-Spam-Status: unscanned",), True)),
+    (Scan.HAM, HAM, eff("delete"), Disposition(HAM_HEADERS, True)),
+    (Scan.HAM, HAM, eff("user-box", "b@x"), Disposition(HAM_HEADERS, True)),
+    (Scan.SPAM, SPAM, eff("tag"), Disposition(SPAM_HEADERS, True, "[SPAM]")),
+    (Scan.SPAM, SPAM, eff("release"), Disposition(SPAM_HEADERS, True)),
+    (Scan.SPAM, SPAM, eff("user-box", "u-spam@x"), Disposition(SPAM_HEADERS, True, "", "u-spam@x")),
+    (Scan.SPAM, SPAM, eff("central-box", "c@x"), Disposition(SPAM_HEADERS, True, "", "c@x")),
+    (Scan.SPAM, SPAM, eff("delete"), Disposition(drop=True)),
 ])
-def test_treat(scan: Scan, result: SpamResult | None, e: Effective, want: Treatment) -> None:
+def test_treat(scan: Scan, result: SpamResult | None, e: Effective, want: Disposition) -> None:
     assert treat(scan, result, e, SpamConfig()) == want
 
 
 def test_groups_keep_order_share_boxes_and_leave_out_drops() -> None:
-    box = Treatment(SPAM_HEADERS, True, redirect_to="c@x")
-    tr = {"a": Treatment(), "b": box, "c": Treatment(drop=True), "d": Treatment(), "e": box}
+    box = Disposition(SPAM_HEADERS, True, redirect_to="c@x")
+    tr = {"a": Disposition(), "b": box, "c": Disposition(drop=True), "d": Disposition(), "e": box}
     groups = group(["a", "b", "c", "d", "e"], tr)
     assert [(g.originals, g.envelope) for g in groups] == [
         (("a", "d"), ("a", "d")), (("b", "e"), ("c@x",))]

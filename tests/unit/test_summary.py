@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.frontend.summary import checks_text, summary_line
 from mailguard.store.records import MessageRecord
+from mailguard.summary import checks_text, summary_line
 from mailguard.verdict import Action, CheckResult, Outcome, Stage
 
 

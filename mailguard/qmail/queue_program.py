@@ -39,9 +39,9 @@ from mailguard.qmail.exitcodes import (
     EX_READ_ERROR,
     EX_TIMEOUT,
     EX_WAITPID_SURPRISE,
-    accepted_reply,
     reply_for_exit,
 )
+from mailguard.qmail.replies import accepted_reply
 
 if TYPE_CHECKING:
     from mailguard.clock import Clock

@@ -1,22 +1,17 @@
-"""Pure decisions of the QUEUE stage: each recipient's effective spam settings, what the
-scan result means for that recipient (a Treatment), and the grouping of recipients that
-share a treatment, so that each group is queued once with its own message."""
+"""Pure spam decisions of the QUEUE stage: each recipient's effective spam settings and
+what spamd's answer means for that recipient (a Disposition). Tested with tables
+(tests/unit/test_scanning_rules.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mailguard.headers import header_line, multiline_header
 from mailguard.scanners.spamd import SpamResult
-from mailguard.scanning.headers import header_line, multiline_header
 from mailguard.settings.scan import SPAM_ACTIONS, SpamConfig
 from mailguard.store.prefs_records import DomainPrefs, UserPrefs
-
-SPAM_HEADER_PREFIX = "x-spam-"  # incoming X-Spam-* are never trusted: dropped before ours
-VIRUS_HEADER = "X-MailGuard-Virus-Scan"
-ORIGINAL_RCPT_HEADER = "X-MailGuard-Original-Recipient"
-OUR_HEADERS = frozenset({VIRUS_HEADER.lower(), ORIGINAL_RCPT_HEADER.lower()})
+from mailguard.verdict import KEEP, Disposition
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +69,6 @@ class Scan(StrEnum):
     ERROR = "error"  # spamd failed and on_error = "pass"
 
 
-@dataclass(frozen=True, slots=True)
-class Treatment:
-    """What to do with the message for one recipient; equal treatments share a group."""
-
-    headers: tuple[str, ...] = ()  # complete header lines to put on top
-    strip_spam_headers: bool = False
-    subject_prefix: str = ""
-    redirect_to: str = ""  # a spam box: deliver there instead of to the recipient
-    drop: bool = False  # action "delete"
-
-
 def spam_headers(result: SpamResult, cfg: SpamConfig) -> tuple[str, ...]:
     flag = "YES" if result.spam else "NO"
     status = f"{'Yes' if result.spam else 'No'}, score={result.score:.1f} " \
@@ -103,63 +87,21 @@ def _report_details(report: str) -> list[str]:
     return (text[1] + text[2]).splitlines() if text[1] else report.splitlines()
 
 
-def treat(scan: Scan, result: SpamResult | None, eff: Effective, cfg: SpamConfig) -> Treatment:
+def treat(scan: Scan, result: SpamResult | None, eff: Effective, cfg: SpamConfig) -> Disposition:
     """The disposition for one recipient (see docs/scanning.md for the table)."""
     if scan is Scan.OFF:
-        return Treatment()
+        return KEEP
     if scan is Scan.TOO_LARGE:
-        return Treatment((header_line("X-Spam-Status", "unscanned (size)"),), True)
+        return Disposition((header_line("X-Spam-Status", "unscanned (size)"),), True)
     if scan is Scan.ERROR or result is None:
-        return Treatment((header_line("X-Spam-Status", "unscanned"),), True)
+        return Disposition((header_line("X-Spam-Status", "unscanned"),), True)
     headers = spam_headers(result, cfg)
     if not result.spam:
-        return Treatment(headers, True)
+        return Disposition(headers, True)
     if eff.action == "delete":
-        return Treatment(drop=True)
+        return Disposition(drop=True, label="delete")
     if eff.action == "tag":
-        return Treatment(headers, True, subject_prefix=cfg.subject_prefix)
+        return Disposition(headers, True, subject_prefix=cfg.subject_prefix, label="tag")
     if eff.action == "release":
-        return Treatment(headers, True)
-    return Treatment(headers, True, redirect_to=eff.box)
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Recipients queued together: `envelope` is where the copy goes (the recipients
-    themselves, or a spam box); `originals` are the recipients it stands for."""
-
-    treatment: Treatment
-    originals: tuple[str, ...]
-
-    @property
-    def envelope(self) -> tuple[str, ...]:
-        if self.treatment.redirect_to:
-            return (self.treatment.redirect_to,)
-        return self.originals
-
-
-def group(rcpts: Sequence[str], treatments: Mapping[str, Treatment]) -> list[Group]:
-    """Recipients with equal treatments together, in the order of first appearance;
-    dropped recipients are left out."""
-    order: dict[Treatment, list[str]] = {}
-    for rcpt in rcpts:
-        t = treatments[rcpt]
-        if not t.drop:
-            order.setdefault(t, []).append(rcpt)
-    return [Group(t, tuple(members)) for t, members in order.items()]
-
-
-def group_headers(g: Group) -> list[str]:
-    """The treatment's headers plus, for a spam box, the recipients it stands for."""
-    lines = list(g.treatment.headers)
-    if g.treatment.redirect_to:
-        lines.append(header_line(ORIGINAL_RCPT_HEADER, ", ".join(g.originals)))
-    return lines
-
-
-def drops(name: str, g: Group) -> bool:
-    """Headers removed from the copy of group `g`: ours always, X-Spam-* when we add
-    our own spam status."""
-    if name in OUR_HEADERS:
-        return True
-    return g.treatment.strip_spam_headers and name.startswith(SPAM_HEADER_PREFIX)
+        return Disposition(headers, True, label="release")
+    return Disposition(headers, True, redirect_to=eff.box, label=eff.action)

@@ -1,11 +1,19 @@
-"""The one summary line per transaction (logfmt): what an admin greps for."""
+"""The one summary line per transaction (logfmt): what an admin greps for, and the
+`message_log` record beside it. Written the same way for mail from SMTP sessions and
+from the QMAILQUEUE wrapper."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 
+from mailguard.clock import Clock
+from mailguard.context import Session, Transaction
+from mailguard.metrics import Metrics
 from mailguard.store.records import MessageRecord
 from mailguard.verdict import CheckResult, Outcome
+
+log = logging.getLogger("mailguard.smtp")
 
 _RANK = {Outcome.PASS: 0, Outcome.SKIP: 1, Outcome.FAIL: 2, Outcome.ERROR: 3}
 DETAIL_MAX = 200  # characters of a check's detail kept in the line
@@ -49,9 +57,10 @@ def _weight(r: CheckResult) -> tuple[int, bool]:
 
 
 def summary_line(rec: MessageRecord, refused: Sequence[str] = (), *, auth: str = "",
-                 checks: str | None = None) -> str:
+                 checks: str | None = None, extra: Sequence[tuple[str, str]] = ()) -> str:
     """`auth` (the SMTP AUTH user) appears only when set; `checks` replaces the record's
-    compact `verdicts` (the line carries the details, the store the compact form)."""
+    compact `verdicts` (the line carries the details, the store the compact form);
+    `extra` fields go last (the QMAILQUEUE path: `source`, `exit`)."""
     fields = [
         ("event", "transaction"),
         ("session", rec.session_id),
@@ -67,5 +76,34 @@ def summary_line(rec: MessageRecord, refused: Sequence[str] = (), *, auth: str =
         ("queue_id", rec.queue_id),
         ("checks", rec.verdicts if checks is None else checks),
         ("duration_ms", str(rec.duration_ms)),
+        *extra,
     ]
     return " ".join(f"{k}={_quote(v)}" for k, v in fields)
+
+
+def log_transaction(session: Session, tx: Transaction, *, outcome: str, code: int,
+                    queue_id: str, started: float, clock: Clock, metrics: Metrics,
+                    record: Callable[[MessageRecord], None],
+                    extra: Sequence[tuple[str, str]] = ()) -> MessageRecord:
+    """Write the transaction's summary line, count it, and queue its record.
+    `started`: the clock's monotonic time at MAIL (or when the message came in)."""
+    results = (*session.results, *tx.results)
+    rec = MessageRecord(
+        ts=clock.now(),
+        session_id=session.session_id,
+        client_ip=str(session.client_ip),
+        helo=session.helo,
+        mail_from=tx.mail_from,
+        rcpts=tuple(tx.rcpts),
+        size=tx.size,
+        outcome=outcome,
+        reply_code=code,
+        queue_id=queue_id,
+        duration_ms=int((clock.monotonic() - started) * 1000),
+        verdicts=checks_text(results, detail=False),
+    )
+    metrics.inc("mailguard_transactions_total", outcome=outcome)
+    log.info("%s", summary_line(rec, tx.refused, auth=session.auth_user,
+                                checks=checks_text(results), extra=extra))
+    record(rec)
+    return rec

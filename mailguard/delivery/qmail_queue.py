@@ -1,6 +1,6 @@
-"""The two hand-overs behind the Delivery interface: the embedded Maildir spool and the
-real qmail-queue. Both answer 250 only once the message is safely stored; a local fault
-is a 451 (never a 5xx), a refusal by the queue program keeps qmail-smtpd's reply."""
+"""The Delivery through the real qmail-queue (or any program with its fd 0 / fd 1
+protocol): a 250 only once the program queued the message; a refusal keeps the reply
+qmail-smtpd would give for its exit status."""
 
 from __future__ import annotations
 
@@ -9,31 +9,9 @@ from collections.abc import Mapping, Sequence
 
 from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered
-from mailguard.delivery.maildir import MaildirSpool
-from mailguard.errors import PermanentError, TemporaryError
-from mailguard.qmail.queue import run_qmail_queue
-from mailguard.verdict import Reply
+from mailguard.qmail.queue_program import run_qmail_queue
 
 log = logging.getLogger("mailguard.delivery")
-
-SPOOL_FAILED = Reply(451, "qq write error or disk full (#4.3.0)")
-
-
-class MaildirDelivery:
-    """Delivery into `<root>/<domain>/<user>/new`, fsynced before the 250."""
-
-    def __init__(self, spool: MaildirSpool, clock: Clock) -> None:
-        self._spool = spool
-        self._clock = clock
-
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
-                      authenticated: bool = False) -> Delivered:
-        try:
-            queue_id = await self._spool.deliver(message, sender, rcpts)
-        except (TemporaryError, PermanentError, OSError) as exc:
-            log.error("event=delivery_failed method=maildir error=%r", str(exc))
-            return Delivered(False, SPOOL_FAILED)
-        return Delivered(True, Reply(250, f"ok {int(self._clock.now())} qp {queue_id}"), queue_id)
 
 
 class QmailQueueDelivery:

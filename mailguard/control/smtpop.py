@@ -1,0 +1,66 @@
+"""The `smtp` op: adopt a client connection handed over by `mailguard smtpd` (under
+tcpserver) and run it as a daemon session, with qmail-smtpd's environment semantics
+(control/environ.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+from mailguard.control.environ import env_from, session_services
+from mailguard.control.server import Reply
+from mailguard.frontend.protocol import MailguardSMTP, Tracker
+from mailguard.frontend.services import Services
+
+
+class SmtpOp:
+    """Handler of `smtp` requests; replies `done` once the session has ended, so the
+    per-connection process exits then and tcpserver's concurrency count stays right."""
+
+    def __init__(self, services: Services, tracker: Tracker) -> None:
+        self._services = services
+        self._tracker = tracker
+
+    async def __call__(self, request: dict[str, Any], fds: list[int], reply: Reply) -> None:
+        for extra in fds[1:]:
+            os.close(extra)
+        if not fds:
+            await reply({"error": "no client descriptor"})
+            return
+        if self._tracker.shutting_down:
+            os.close(fds[0])
+            await reply({"error": "shutting down"})
+            return
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError as exc:  # not a socket (stdin a pipe or a terminal)
+            os.close(fds[0])
+            await reply({"error": f"descriptor 0 is not a socket: {exc.strerror}"})
+            return
+        if sock.type != socket.SOCK_STREAM:
+            sock.close()
+            await reply({"error": "descriptor 0 is not a stream socket"})
+            return
+        env = env_from(request)
+        services = session_services(self._services, env)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        async def on_close() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        sock.setblocking(False)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: MailguardSMTP(services, self._tracker, env=env, on_close=on_close),
+                sock,
+            )
+        except OSError as exc:
+            sock.close()
+            await reply({"error": f"cannot adopt the connection: {exc}"})
+            return
+        await ended
+        await reply({"done": True})
