@@ -22,6 +22,7 @@ from mailguard.pipeline import Check, Pipeline
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.resources import Resources
 from mailguard.scanning.stage import QueueStage
+from mailguard.store.message_log import MessageLogStore
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store
 from mailguard.verdict import Stage
@@ -34,7 +35,7 @@ class RecordWriter:
     costs statistics (logged and counted), never a reply."""
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
-        self._store = store
+        self._log = MessageLogStore(store.db)
         self._metrics = metrics
         self._queue: asyncio.Queue[MessageRecord | None] = asyncio.Queue(maxsize=10_000)
         self._task: asyncio.Task[None] | None = None
@@ -63,7 +64,7 @@ class RecordWriter:
                     break
                 batch.append(nxt)
             try:
-                await self._store.record_messages(batch)
+                await self._log.record(batch)
             except Exception as exc:  # statistics must never stop the daemon
                 self._metrics.inc("mailguard_store_errors_total", kind="write")
                 log.warning("event=store_error records=%d error=%r", len(batch), str(exc))

@@ -31,6 +31,7 @@ GROUPS = [
     "mailguard.cli.override",
     "mailguard.cli.greylist",
     "mailguard.cli.account",
+    "mailguard.cli.log",
 ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon_harness import RECORDER, Client, Daemon, start_daemon
+from tests.e2e.daemon_harness import RECORDER, Client, Daemon, run_cli, start_daemon
 from tests.e2e.tcpserver_harness import LEAN_QUEUE, lean_env, run_queue_program
 from tests.scanner_helpers import message, with_attachment
 
@@ -114,3 +114,23 @@ def test_registry_only_check_refuses_on_both_paths(daemon: Daemon) -> None:
         assert queue_checks(line["checks"]) == \
             "clamd=pass attachments=fail(executable attachment invoice.exe)"
     assert list((daemon.tmp / "rec").glob("*.env")) == []  # nothing queued either way
+
+
+def test_mailguard_log_shows_counts_and_purges_both_paths(daemon: Daemon) -> None:
+    both_ways(daemon, "a@example.org", "b@example.com", b"Subject: hi\n\nhello\n")
+    assert len(rows(daemon)) == 2
+    store = ("--store", f"sqlite+aiosqlite:///{daemon.tmp}/mailguard.db")
+    recent = run_cli("log", "recent", *store)
+    assert recent.returncode == 0, recent.stderr
+    lines = recent.stdout.splitlines()
+    assert len(lines) == 2
+    assert all("accepted 250  127.0.0.1  <a@example.org> -> b@example.com" in x
+               for x in lines)
+    assert lines[0].endswith("  clamd=pass attachments=pass")  # the wrapper's, newest
+    counts = run_cli("log", "counts", "--since", "1h", *store)
+    assert counts.stdout.startswith("accepted: 2\ntotal: 2 (since "), counts.stdout
+    assert run_cli("log", "purge", "--older-than", "1h", *store).stdout == \
+        "purged 0 transactions\n"
+    bad = run_cli("log", "counts", "--since", "soon", *store)
+    assert (bad.returncode, bad.stderr) == (2, "mailguard: 'soon' is not a duration "
+                                               "(e.g. 30d, 12h, 15m, 3600s)\n")

@@ -21,9 +21,10 @@ from mailguard.errors import ConfigError, TemporaryError
 from mailguard.store import migrate
 from mailguard.store.engine import create_engine, normalise_url, safe_url
 from mailguard.store.errors import SchemaOutOfDate
+from mailguard.store.message_log import MessageLogStore, join_rcpts, split_rcpts
 from mailguard.store.models import VERSION_TABLE, Base
 from mailguard.store.records import MessageRecord
-from mailguard.store.repo import Store, join_rcpts, split_rcpts
+from mailguard.store.repo import Store
 
 
 def _closed_port() -> int:
@@ -156,44 +157,46 @@ async def test_message_log_round_trip(store: Store) -> None:
         utf8,
     ]
     for rec in records:
-        await store.record_message(rec)
+        await MessageLogStore(store.db).record([rec])
 
     newest_first = sorted(records, key=lambda r: r.ts, reverse=True)
-    assert await store.recent_messages() == newest_first
-    assert await store.recent_messages(limit=2) == newest_first[:2]
-    assert await store.message_counts(0.0) == {"accepted": 2, "rejected": 1, "tempfail": 1}
-    assert await store.message_counts(1_800_000_002.0) == {"rejected": 1, "tempfail": 1}
-    assert await store.message_counts(1_900_000_000.0) == {}
+    assert await MessageLogStore(store.db).recent() == newest_first
+    assert await MessageLogStore(store.db).recent(limit=2) == newest_first[:2]
+    assert await MessageLogStore(store.db).counts(0.0) == {
+        "accepted": 2, "rejected": 1, "tempfail": 1}
+    assert await MessageLogStore(store.db).counts(1_800_000_002.0) == {"rejected": 1, "tempfail": 1}
+    assert await MessageLogStore(store.db).counts(1_900_000_000.0) == {}
 
-    assert await store.purge_messages(1_800_000_002.0) == 2
-    assert await store.recent_messages() == newest_first[:2]
-    assert await store.purge_messages(1_800_000_002.0) == 0
+    assert await MessageLogStore(store.db).purge(1_800_000_002.0) == 2
+    assert await MessageLogStore(store.db).recent() == newest_first[:2]
+    assert await MessageLogStore(store.db).purge(1_800_000_002.0) == 0
 
 
 async def test_records_written_in_one_batch(store: Store) -> None:
     batch = [_rec(float(i), rcpts=(f"u{i}@x",)) for i in range(1, 6)]
-    await store.record_messages(batch)
-    await store.record_messages([])  # nothing to write: no error, no row
-    assert await store.recent_messages() == sorted(batch, key=lambda r: r.ts, reverse=True)
+    await MessageLogStore(store.db).record(batch)
+    await MessageLogStore(store.db).record([])  # nothing to write: no error, no row
+    newest_first = sorted(batch, key=lambda r: r.ts, reverse=True)
+    assert await MessageLogStore(store.db).recent() == newest_first
 
 
 async def test_rcpt_count_column_matches(store: Store) -> None:
-    await store.record_message(_rec(1.0, rcpts=("a@x", "b@x", '"c,d"@x')))
+    await MessageLogStore(store.db).record([_rec(1.0, rcpts=("a@x", "b@x", '"c,d"@x'))])
     async with store.engine.connect() as conn:
         row = (await conn.execute(text("SELECT rcpts, rcpt_count FROM message_log"))).one()
     assert tuple(row) == ('a@x,b@x,"c\\,d"@x', 3)
 
 
 async def test_purge_works_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mailguard.store.repo.PURGE_BATCH", 3)
-    await asyncio.gather(*(store.record_message(_rec(float(i))) for i in range(10)))
-    assert await store.purge_messages(8.0) == 8
-    assert [r.ts for r in await store.recent_messages()] == [9.0, 8.0]
+    monkeypatch.setattr("mailguard.store.message_log.PURGE_BATCH", 3)
+    await asyncio.gather(*(MessageLogStore(store.db).record([_rec(float(i))]) for i in range(10)))
+    assert await MessageLogStore(store.db).purge(8.0) == 8
+    assert [r.ts for r in await MessageLogStore(store.db).recent()] == [9.0, 8.0]
 
 
 async def test_concurrent_writers_all_land(store: Store) -> None:
-    await asyncio.gather(*(store.record_message(_rec(float(i))) for i in range(40)))
-    assert await store.message_counts(0.0) == {"accepted": 40}
+    await asyncio.gather(*(MessageLogStore(store.db).record([_rec(float(i))]) for i in range(40)))
+    assert await MessageLogStore(store.db).counts(0.0) == {"accepted": 40}
 
 
 @pytest.mark.parametrize(
@@ -219,7 +222,7 @@ async def test_unreachable_postgres_is_temporary_and_hides_password() -> None:
     store = await Store.open(url, check_schema=False)
     try:
         with pytest.raises(TemporaryError, match="recording message") as info:
-            await store.record_message(_rec(1.0))
+            await MessageLogStore(store.db).record([_rec(1.0)])
         assert "s3cret-pw" not in str(info.value)
     finally:
         await store.close()
