@@ -29,6 +29,7 @@ from mailguard.settings.queue import QueueConfig
 from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
 from mailguard.settings.spf import SpfConfig
 from mailguard.settings.virus import VirusConfig
+from mailguard.settings.web import WebConfig
 from mailguard.verdict import Stage
 
 T = TypeVar("T")
@@ -127,6 +128,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     tarpit: TarpitConfig = field(default_factory=TarpitConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     greylist: GreylistConfig = field(default_factory=GreylistConfig)

@@ -168,15 +168,7 @@ def build_smtp_auth(
     cfg = config.auth
     if not cfg.enabled:
         return None
-    backend: Authenticator
-    if cfg.backend == "checkpassword":
-        from mailguard.auth.checkpassword import CheckpasswordAuth  # noqa: PLC0415
+    from mailguard.auth.backends import build_authenticator  # noqa: PLC0415
 
-        backend = CheckpasswordAuth(cfg.checkpassword, clock,
-                                    timeout_s=cfg.checkpassword_timeout_s)
-    else:
-        from mailguard.auth.users import UserTableAuth  # noqa: PLC0415
-        from mailguard.store.accounts import AccountStore  # noqa: PLC0415
-
-        backend = UserTableAuth(AccountStore(store.db))
+    backend = build_authenticator(config, store.db, clock)
     return SmtpAuth(cfg, backend, clock, metrics)

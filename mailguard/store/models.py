@@ -187,3 +187,29 @@ class MailUser(Base):
     spam_box: Mapped[str | None] = mapped_column(Text(), nullable=True)
     language: Mapped[str | None] = mapped_column(Text(), nullable=True)
     created_ts: Mapped[float] = mapped_column(Double())
+
+
+class WebSession(Base):
+    """A logged-in web session, server-side so any web host of the store can serve it.
+    Only a hash of the cookie's token is stored: a leaked table logs nobody in."""
+
+    __tablename__ = "web_session"
+
+    token_hash: Mapped[str] = mapped_column(Text(), primary_key=True)
+    user: Mapped[str] = mapped_column(Text(), index=True)
+    csrf: Mapped[str] = mapped_column(Text())
+    created_ts: Mapped[float] = mapped_column(Double())
+    last_seen_ts: Mapped[float] = mapped_column(Double(), index=True)
+
+
+class WebLoginAttempt(Base):
+    """A login attempt counted before its password is checked (per IP and per account:
+    `key` is "ip:<addr>" or "user:<address>"); failures stay for the window."""
+
+    __tablename__ = "web_login_attempt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text())
+    ts: Mapped[float] = mapped_column(Double())
+
+    __table_args__ = (Index("ix_web_login_attempt_key_ts", "key", "ts"),)

@@ -16,6 +16,7 @@ from mailguard.settings.dnsbl import DnsblConfig, DnsblZone
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
 from mailguard.settings.spf import SpfConfig
+from mailguard.settings.web import WebConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CELL_SPLIT = re.compile(r"(?<!\\)\|")  # `a\|b` inside a cell is not a separator
@@ -66,6 +67,7 @@ FEATURES = [
     ("dnsbl.md", DnsblConfig, "dnsbl."),
     ("dnsbl.md", DnsblZone, "dnsbl.zones[]."),
     ("greylist.md", GreylistConfig, "greylist."),
+    ("web.md", WebConfig, "web."),
     ("spf.md", SpfConfig, "spf."),
     ("limits.md", TarpitConfig, "tarpit."),
     ("limits.md", LimitsConfig, "limits."),
