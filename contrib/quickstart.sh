@@ -12,6 +12,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 HOME_DIR="${MAILGUARD_HOME:-$REPO_ROOT/.mailguard}"
 LISTEN="${MAILGUARD_LISTEN:-127.0.0.1:2525}"
+WEB_LISTEN="${MAILGUARD_WEB_LISTEN:-127.0.0.1:8025}"
 say() { printf '[quickstart] %s\n' "$*"; }
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
@@ -78,8 +79,13 @@ fi
 
 # --- 4. our own clamd and spamd (contrib/scanners.sh), stopped when we stop ---------------
 DAEMON_PID=""
+WEB_PID=""
 cleanup() {
     trap - EXIT INT TERM
+    if [ -n "$WEB_PID" ] && kill -0 "$WEB_PID" 2>/dev/null; then
+        kill -TERM "$WEB_PID" 2>/dev/null || true
+        wait "$WEB_PID" 2>/dev/null || true
+    fi
     if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill -TERM "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true  # transactions in flight still need scanners
@@ -110,6 +116,8 @@ CONFIG="$HOME_DIR/mailguard.toml"
     "clamd.servers=[\"unix:$SCANNERS_CLAMD_SOCKET\"]" \
     "spamd.servers=[\"unix:$SCANNERS_SPAMD_SOCKET\"]" \
     "control.socket=\"$CONTROL\"" \
+    "web.listen=\"$WEB_LISTEN\"" \
+    "web.cookie_secure=false" \
     "delivery.qmail_queue=\"$REPO_ROOT/tests/tools/recording_qmail_queue.py\""
 cat "$CONFIG.tmp" >>"$CONFIG" && rm -f "$CONFIG.tmp"
 .venv/bin/mailguard config check --config "$CONFIG" >/dev/null 2>&1 \
@@ -143,7 +151,16 @@ else
     say "  ClamAV's clam.exe test file, NOT real viruses (no official signatures in"
     say "  /var/lib/clamav: run freshclam when online, then restart the quickstart)."
 fi
+# A mail user for the web page: joe@example.com with a password made up here, once.
+if [ ! -s "$HOME_DIR/joe.password" ]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' \
+        >"$HOME_DIR/joe.password")
+fi
+.venv/bin/mailguard account passwd joe@example.com --store "$STORE" \
+    <"$HOME_DIR/joe.password" >/dev/null
 cat <<MSG
+[quickstart] the web page for mail users: http://$WEB_LISTEN/  (plain HTTP: this machine only)
+[quickstart]   log in as joe@example.com, password: $(cat "$HOME_DIR/joe.password")
 [quickstart] spamd reads per-user SpamAssassin preferences from the store ($STORE_DB).
 [quickstart] starting: mailguard serve --config $CONFIG   (listening on $LISTEN)
 [quickstart] Try it from another terminal, in $REPO_ROOT:
@@ -169,6 +186,8 @@ cat <<MSG
 [quickstart] a scanner down -> 451, nothing accepted (then restart this): bash contrib/scanners.sh stop $SCAN_DIR
 [quickstart] stop with Ctrl-C (SIGTERM): transactions in flight finish, then clamd and spamd stop.
 MSG
+.venv/bin/mailguard web --config "$CONFIG" &
+WEB_PID=$!
 .venv/bin/mailguard serve --config "$CONFIG" &
 DAEMON_PID=$!
 rc=0

@@ -213,6 +213,10 @@ def build_app(ctx: WebContext) -> Starlette:
                             error: str = "", status: int = 200) -> Response:
         user = rec.user
         own = await ctx.prefs.user(user)
+        domain = await ctx.prefs.domain(user.rpartition("@")[2])
+        spam_cfg = ctx.config.spam
+        domain_on = "on" if domain is not None and domain.spam_enabled else "off"
+        domain_action = (domain.spam_action if domain else "") or spam_cfg.default_action
         rows = await ctx.prefs.prefs(user)
         score = next((float(r.value) for r in rows if r.preference == forms.SCORE_PREF
                       and _is_number(r.value)), None)
@@ -223,11 +227,11 @@ def build_app(ctx: WebContext) -> Starlette:
                  for kind, title in forms.LIST_KINDS.items()]
         return page(request, "settings.html", status, user=user, csrf=rec.csrf,
                     notice=notice, error=error, filtering=filtering,
-                    filtering_choices=forms.FILTERING,
+                    filtering_choices=forms.with_domain(forms.FILTERING, domain_on),
                     sensitivity=sensitivity, custom_score=custom,
                     sensitivity_choices=forms.sensitivity_choices(DEFAULT_SCORE),
                     action=(own.spam_action or "") if own else "",
-                    action_choices=forms.ACTIONS,
+                    action_choices=forms.with_domain(forms.ACTIONS, domain_action),
                     language=(own.language or "") if own else "",
                     language_choices=forms.LANGUAGES, lists=lists)
 

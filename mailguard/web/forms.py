@@ -39,6 +39,14 @@ class Settings:
     language: str
 
 
+def with_domain(choices: tuple[tuple[str, str], ...],
+                domain_value: str) -> list[tuple[str, str]]:
+    """The choices with what "as my domain is set" means now, in words."""
+    words = dict(choices)
+    shown = words.get(domain_value, domain_value)
+    return [(k, f"{v} (now: {shown})" if k == "" else v) for k, v in choices]
+
+
 def sensitivity_choices(default_score: float) -> list[tuple[str, str]]:
     return [("", f"as the server is set ({default_score:.1f})"),
             *((k, f"{k} ({v:.1f})") for k, v in SENSITIVITY.items()),

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.web.forms import FormError, Settings, list_entry, parse_settings, sensitivity_of
+from mailguard.web.forms import (
+    ACTIONS,
+    FILTERING,
+    FormError,
+    Settings,
+    list_entry,
+    parse_settings,
+    sensitivity_of,
+    with_domain,
+)
 
 BASE = {"filtering": "", "sensitivity": "", "action": "", "language": "", "custom_score": ""}
 
@@ -59,3 +68,11 @@ def test_bad_list_entries(entry: str) -> None:
         list_entry("blacklist_from", entry)
     with pytest.raises(FormError, match="unknown list"):
         list_entry("required_score", "a@example.com")
+
+
+def test_domain_choice_says_what_it_means() -> None:
+    assert with_domain(FILTERING, "off")[0] == ("", "as my domain is set (now: off)")
+    assert with_domain(ACTIONS, "user-box")[0] == (
+        "", "as my domain is set (now: tag and move to my spam box)")
+    assert with_domain(ACTIONS, "central-box")[0] == ("", "as my domain is set (now: central-box)")
+    assert with_domain(ACTIONS, "tag")[1:] == list(ACTIONS[1:])
