@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install the system packages mailguard and its test suite need (Debian/Ubuntu).
-#   contrib/install-deps.sh [all|run]
+#   contrib/install-deps.sh [all|run|bench]
 # all (default): everything the test suite talks to; run: what the quickstart runs
-# (python3-venv, swaks, clamd, spamd with SQLite preferences). Idempotent: a machine that
+# (python3-venv, swaks, clamd, spamd with SQLite preferences); bench: all, plus what
+# bench/compare.py drives (postfix's smtp-source/smtp-sink, preseeded "No
+# configuration" and never started; gcc for the qmail-queue stand-in). Idempotent: a machine that
 # already has everything does no apt work at all. Package scripts start no daemons, and
 # services this install enabled are disabled again (mailguard runs its own instances).
 set -euo pipefail
 PROFILE="${1:-all}"
-case "$PROFILE" in all|run) ;; *) echo "usage: $0 [all|run]" >&2; exit 2 ;; esac
+case "$PROFILE" in all|run|bench) ;; *) echo "usage: $0 [all|run|bench]" >&2; exit 2 ;; esac
+BENCH=0
+if [ "$PROFILE" = bench ]; then BENCH=1; PROFILE=all; fi
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -34,6 +38,10 @@ commands=(clamd sigtool spamd swaks)
 if [ "$PROFILE" = all ]; then
     packages+=(clamdscan spamc libdbd-pg-perl rbldnsd bind9-dnsutils ucspi-tcp)
     commands+=(clamdscan spamc rbldnsd tcpserver dig)
+fi
+if [ "$BENCH" -eq 1 ]; then
+    packages+=(postfix gcc libc6-dev)
+    commands+=(smtp-source smtp-sink gcc)
 fi
 
 missing=()
@@ -81,7 +89,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Units enabled before the install are the admin's: left alone afterwards.
-UNITS=(clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql)
+UNITS=(clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql postfix)
 have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 enabled_before=()
 if have_systemd; then
@@ -104,6 +112,10 @@ for pkg in "${packages[@]}"; do
 done
 packages=("${available[@]}")
 log "apt-get install ${packages[*]}"
+if [ "$BENCH" -eq 1 ]; then  # postfix only for its load tools: no MTA configured
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | $SUDO debconf-set-selections
+fi
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y install \
     --no-install-recommends "${packages[@]}"
 
