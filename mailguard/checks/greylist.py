@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailguard import __version__
 from mailguard.checks.greylist_rules import (
@@ -42,6 +42,11 @@ log = logging.getLogger("mailguard.greylist")
 
 METRIC = "mailguard_greylist_total"
 PURGE_INTERVAL_S = 3600  # forget old triplets this often (on the first RCPT after it)
+# Passed triplets and whitelisted clients stay passed for weeks: this process remembers
+# them for a few minutes and answers without a store round trip (an admin's purge or a
+# whitelist change reaches it within this time).
+KNOWN_TTL_S = 300
+KNOWN_MAX = 100_000  # entries per kind; the oldest goes first
 
 
 class OverrideEntry(Protocol):
@@ -75,6 +80,9 @@ class GreylistCheck:
             ipaddress.ip_network(n, strict=False) for n in cfg.exempt_clients
         )
         self._next_purge: float | None = None
+        # (client key, sender, rcpt) or client key -> until when it is known to pass
+        self._known_triplets: dict[tuple[str, str, str], float] = {}
+        self._known_clients: dict[str, float] = {}
         declare_metrics(metrics)
 
     async def evaluate(self, stage: Stage, session: Session) -> Verdict:
@@ -104,6 +112,12 @@ class GreylistCheck:
         key = client_key(session.client_ip, self._cfg, spf_domain)
         sender = normalise_sender(tx.mail_from)
         rcpt = tx.rcpt.lower()
+        if self._known_clients.get(key, 0.0) > now:
+            self._metrics.inc(METRIC, result=str(Result.WHITELISTED))
+            return Verdict(Action.CONTINUE, reason="client whitelisted")
+        if self._known_triplets.get((key, sender, rcpt), 0.0) > now:
+            self._metrics.inc(METRIC, result=str(Result.PASSED))
+            return Verdict(Action.CONTINUE, reason="triplet passed before")
 
         def run(
             entry: TripletState | None, client: ClientState | None
@@ -113,6 +127,10 @@ class GreylistCheck:
 
         decision = await self._store.update(key, sender, rcpt, run)
         self._metrics.inc(METRIC, result=str(decision.result))
+        if decision.result is Result.WHITELISTED:
+            _remember(self._known_clients, key, now + KNOWN_TTL_S)
+        elif decision.result is Result.PASSED:
+            _remember(self._known_triplets, (key, sender, rcpt), now + KNOWN_TTL_S)
         if decision.client is not None and decision.client.passes == self._cfg.auto_whitelist_after:
             log.info("event=greylist_whitelisted client_key=%s passes=%d", key,
                      decision.client.passes)
@@ -150,6 +168,13 @@ class GreylistCheck:
             return
         if triplets or clients:
             log.info("event=greylist_purged triplets=%d clients=%d", triplets, clients)
+
+
+def _remember(known: dict[Any, float], key: Any, until: float) -> None:
+    known.pop(key, None)
+    known[key] = until
+    if len(known) > KNOWN_MAX:
+        del known[next(iter(known))]
 
 
 def build_greylist(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolicy]:

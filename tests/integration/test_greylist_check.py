@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailguard import __version__
-from mailguard.checks.greylist import GreylistCheck
+from mailguard.checks.greylist import KNOWN_TTL_S, GreylistCheck
 from mailguard.clock import FrozenClock
 from mailguard.metrics import Metrics
 from mailguard.pipeline import ERROR_REPLY, Pipeline
@@ -263,3 +263,21 @@ async def test_hourly_purge_forgets_old_entries(store: Store) -> None:
     await rcpt(check, session(clock, "198.51.100.1", "x@example.net"), TO)
     rows = await GreylistStore(store.db).triplets()
     assert [r.client_key for r in rows] == ["198.51.100.0/24"]
+
+
+async def test_known_passes_answered_without_the_store_for_a_while(store: Store) -> None:
+    """A passed triplet (and a whitelisted client) is remembered for KNOWN_TTL_S: the
+    store is not read again meanwhile; after it, the store decides again."""
+    clock = FrozenClock(T0)
+    check = make(store, GreylistConfig(delay_s=0, auto_whitelist_after=0), clock=clock)
+    assert (await rcpt(check, session(clock, "192.0.2.10", SENDER), TO)).reason == \
+        "greylist passed after 0s"
+    # the admin forgets every triplet: this process still knows this one passed
+    assert await GreylistStore(store.db).purge(T0 + 10**9, 1, 1) == (1, 0)
+    clock.advance(KNOWN_TTL_S - 1)
+    assert (await rcpt(check, session(clock, "192.0.2.10", SENDER), TO)).reason == \
+        "triplet passed before"
+    assert await GreylistStore(store.db).triplets() == []  # answered without the store
+    clock.advance(2)
+    assert (await rcpt(check, session(clock, "192.0.2.10", SENDER), TO)).reason == \
+        "greylist passed after 0s"  # the store's decision again: a new triplet
