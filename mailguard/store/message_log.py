@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from mailguard.store.database import Database
@@ -72,30 +72,34 @@ class MessageLogStore:
 
     async def record(self, recs: Sequence[MessageRecord]) -> None:
         """Append transactions to the message log in one database transaction (the
-        daemon's record writer batches what queued up while the last write ran)."""
+        daemon's record writer batches what queued up while the last write ran), shared
+        with the other hot-path writes of the process (Database.batched)."""
         rows = [
-            MessageLog(
-                ts=rec.ts,
-                session_id=rec.session_id,
-                client_ip=rec.client_ip,
-                helo=rec.helo,
-                mail_from=rec.mail_from,
-                rcpts=join_rcpts(rec.rcpts),
-                rcpt_count=len(rec.rcpts),
-                size=rec.size,
-                outcome=rec.outcome,
-                reply_code=rec.reply_code,
-                queue_id=rec.queue_id,
-                duration_ms=rec.duration_ms,
-                verdicts=rec.verdicts,
-            )
+            {
+                "ts": rec.ts,
+                "session_id": rec.session_id,
+                "client_ip": rec.client_ip,
+                "helo": rec.helo,
+                "mail_from": rec.mail_from,
+                "rcpts": join_rcpts(rec.rcpts),
+                "rcpt_count": len(rec.rcpts),
+                "size": rec.size,
+                "outcome": rec.outcome,
+                "reply_code": rec.reply_code,
+                "queue_id": rec.queue_id,
+                "duration_ms": rec.duration_ms,
+                "verdicts": rec.verdicts,
+            }
             for rec in recs
         ]
         if not rows:
             return
+
+        def write(conn: Connection) -> None:
+            conn.execute(insert(MessageLog), rows)
+
         with translate_errors("recording message", self._db.url):
-            async with self._db.session() as session:
-                session.add_all(rows)
+            await self._db.batched(write)
 
     async def recent(self, limit: int = 50) -> list[MessageRecord]:
         """The newest `limit` transactions, newest first."""
