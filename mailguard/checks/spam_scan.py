@@ -97,7 +97,8 @@ class SpamdCheck:
                 failed += 1
             if scan is rules.Scan.SPAM and result is not None:
                 self._metrics.inc(SPAM_ACTION_METRIC, action=eff[r].action)
-                spam.append(f"{r} {result.score:.1f}/{result.threshold:.1f} {eff[r].action}")
+                spam.append(f"{r} {result.score:.1f}/{result.threshold:.1f} {eff[r].action}"
+                            f" (spamd {result.server})")
                 if tx.dispositions[r].drop:
                     log.info("event=spam_deleted rcpt=%s score=%.1f", r, result.score)
         if failed:

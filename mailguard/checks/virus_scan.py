@@ -74,10 +74,10 @@ class ClamdCheck:
                         ",".join(tx.rcpts))
             tx.facts[VIRUS_FACT] = name
             return reject(Reply(554, f"message refused: virus {name} found", "5.7.1"),
-                          f"virus {name}")
+                          f"virus {name} (clamd {result.server})")
         self._metrics.inc(SCAN_METRIC, scanner="clamd", result="clean")
         tx.queue_headers.append(header_line(VIRUS_HEADER, "clean"))
-        return Verdict(Action.CONTINUE, reason="clean")
+        return Verdict(Action.CONTINUE, reason=f"clean (clamd {result.server})")
 
 
 def build_clamd(res: Resources, policy: CheckPolicy) -> tuple[ClamdCheck, CheckPolicy]:

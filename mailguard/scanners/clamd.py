@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from mailguard.errors import TemporaryError
 from mailguard.scanners.net import close_stream, open_stream, with_failover
@@ -25,10 +25,13 @@ CHUNK_BYTES = 64 * 1024
 class Clean:
     """clamd found nothing."""
 
+    server: str = field(default="", compare=False)  # the clamd that answered
+
 
 @dataclass(frozen=True, slots=True)
 class Infected:
     name: str  # the signature name, e.g. "Eicar-Test-Signature"
+    server: str = field(default="", compare=False)  # the clamd that answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +117,7 @@ class ClamdClient:
         finally:
             await close_stream(writer)
         try:
-            return parse_reply(raw)
+            return replace(parse_reply(raw), server=server)
         except TemporaryError as exc:
             raise TemporaryError(f"{server}: {exc}") from None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from mailguard.errors import PermanentError, TemporaryError
 from mailguard.scanners.net import close_stream, open_stream, with_failover
@@ -34,6 +34,7 @@ class SpamResult:
     threshold: float  # the user's required_score
     symbols: tuple[str, ...] = ()  # rule names that hit
     report: str = ""  # spamd's report (REPORT requests only)
+    server: str = field(default="", compare=False)  # the spamd that answered
 
 
 def parse_response(raw: bytes, *, report: bool) -> SpamResult:
@@ -99,7 +100,7 @@ class SpamdClient:
         answer moves on to the next server (a permanent code does not)."""
         raw = await self._request(server, request)
         try:
-            return parse_response(raw, report=report)
+            return replace(parse_response(raw, report=report), server=server)
         except TemporaryError as exc:
             raise TemporaryError(f"{server}: {exc}") from None
 

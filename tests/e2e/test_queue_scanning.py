@@ -140,7 +140,7 @@ def test_virus_exit_82_with_text_and_only_warnings_queued(qd: Rig) -> None:
     log = daemon.wait_log("source=smtp scanned=yes exit=82")
     [line] = [x for x in log.splitlines() if "event=transaction" in x]
     assert "client=192.0.2.7" in line and "result=rejected reply=554" in line
-    assert "clamd=fail(virus Eicar" in line
+    assert re.search(r"clamd=fail\(virus Eicar\S* \(clamd unix:/\S+\)\)", line), line
 
 
 def test_virus_without_fd6_exits_31(qd: Rig) -> None:
