@@ -2,8 +2,11 @@
 
 Bounded: at most `max_ips` addresses are remembered (the least recently failing one is
 dropped first) and each keeps only its last `max_failures` timestamps, so a flood of
-addresses costs bounded memory. Not shared: each worker process and each MX host counts
-on its own, so an attacker spreading over N of them gets N times the attempts."""
+addresses costs bounded memory. An attempt is counted before its password is verified
+(`begin` ... `end`): attempts in flight count against the limit, so parallel sessions
+cannot all reach the backend before the first failures are recorded. Not shared: each
+worker process and each MX host counts on its own, so an attacker spreading over N of them
+gets N times the attempts (sharing through the store is still to do: issue 12)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ class FailureCounter:
         self.window_s = window_s
         self.max_ips = max_ips
         self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+        self._in_flight: dict[str, int] = {}  # attempts being verified now, per IP
 
     def count(self, ip: str, now: float) -> int:
         """Failures from `ip` within the window ending at `now` (monotonic seconds)."""
@@ -30,7 +34,27 @@ class FailureCounter:
         return len(times)
 
     def blocked(self, ip: str, now: float) -> bool:
-        return self.count(ip, now) >= self.max_failures
+        """True when failures plus attempts in flight from `ip` reach the limit."""
+        return self.count(ip, now) + self._in_flight.get(ip, 0) >= self.max_failures
+
+    def begin(self, ip: str, now: float) -> bool:
+        """Reserve one attempt for `ip` before verifying it; False (nothing reserved)
+        when the limit is reached. No await between the test and the reservation, so
+        it is atomic within one event loop. Every True must be followed by `end`."""
+        if self.blocked(ip, now):
+            return False
+        self._in_flight[ip] = self._in_flight.get(ip, 0) + 1
+        return True
+
+    def end(self, ip: str, now: float, *, failed: bool) -> int:
+        """Release the attempt reserved by `begin`; a failure is recorded in the same
+        step. Returns the failures within the window."""
+        left = self._in_flight.get(ip, 0) - 1
+        if left > 0:
+            self._in_flight[ip] = left
+        else:
+            self._in_flight.pop(ip, None)
+        return self.add(ip, now) if failed else self.count(ip, now)
 
     def add(self, ip: str, now: float) -> int:
         """Record one failure; returns the failures within the window, this one included."""

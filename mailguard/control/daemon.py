@@ -29,7 +29,8 @@ async def start_control(res: Resources, services: Services,
     )
     # the daemon's own checks in front of the real qmail-queue
     queue_op = QueueOp(services.queue_stage.with_delivery(queue_delivery), config.queue,
-                       res.clock, metrics=res.metrics, record=services.record)
+                       res.clock, metrics=res.metrics, record=services.record,
+                       max_bytes=config.server.databytes or config.server.max_message_bytes)
     control = ControlServer(
         config.control, {"smtp": SmtpOp(services, tracker), "queue": queue_op}, res.metrics
     )

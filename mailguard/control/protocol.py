@@ -9,10 +9,14 @@ of that line. Replies are JSON lines without descriptors. Version 1:
 
     {"v": 1, "op": "smtp", "env": {...}}                     fds: [client socket]
     {"v": 1, "op": "queue", "env": {...}, "fd6": true}        fds: [message, envelope]
-    reply to smtp:  {"done": true}  when the session is over  |  {"error": "..."}
-    reply to queue: {"exit": N, "text": "D..."|"Z..."|""}     |  {"error": "..."}
+    replies to smtp:  {"taken": true}, then {"done": true} when the session is over
+    replies to queue: {"taken": true}, then {"exit": N, "text": "D..."|"Z..."|""}
+    instead of either: {"error": "..."}
 
-An `error` reply means the daemon did not take the work: the caller fails safe.
+`taken` acknowledges the work at once; a caller that does not get it within
+ACK_TIMEOUT_S (a daemon stopped or hung, whose listen backlog still accepted the
+connection) gives up and closes: the daemon then finds it cannot send `taken` and drops
+the work. An `error` reply means the daemon did not take the work: the caller fails safe.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from _json import scanstring as _scanstring
 VERSION = 1
 MAX_LINE = 1 << 20  # a request line (mostly the environment) larger than this is refused
 MAX_FDS = 4
+ACK_TIMEOUT_S = 5.0  # the daemon must answer `taken` by then (docs/control-socket.md)
 _INT = 4  # sizeof(int): SCM_RIGHTS carries an array of C ints
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours it)

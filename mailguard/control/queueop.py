@@ -28,6 +28,7 @@ from mailguard.netaddr import plain_ip
 from mailguard.pipeline import enforce_deferred
 from mailguard.qmail.envelope import EnvelopeError, parse
 from mailguard.qmail.exitcodes import EX_CUSTOM, EX_PERM_REFUSED, EX_READ_ERROR, EX_TEMP_REFUSED
+from mailguard.qmail.replies import DATABYTES
 from mailguard.scanning.stage import QueueStage
 from mailguard.settings.queue import QueueConfig
 from mailguard.store.records import MessageRecord
@@ -39,6 +40,13 @@ log = logging.getLogger("mailguard.queue")
 
 QUEUE_METRIC = "mailguard_queue_messages_total"
 DEADLINE = SmtpReply(451, "mail filter timed out, try again later", "4.3.0")
+# qmail-queue has no exit status for "too big": a permanent refusal (31, or 82 with this
+# text, which qmail-smtpd answers as 554 <text>), in qmail-smtpd's words for databytes.
+TOO_BIG = DATABYTES
+
+
+class TooBig(Exception):
+    """The message is longer than the limit; reading stopped there."""
 
 
 def exit_status(delivered: Delivered, *, custom: bool) -> tuple[int, str]:
@@ -94,12 +102,16 @@ def session_from(env: Mapping[str, str], clock: Clock) -> Session:
 
 class QueueOp:
     """Handler of `queue` requests: the DATA and QUEUE stages of `stage`'s pipeline, then
-    its hand-over. `[queue] scan_sources` says which sources get the QUEUE checks."""
+    its hand-over. `[queue] scan_sources` says which sources get the QUEUE checks.
+    `max_bytes`: the longest message taken (the SMTP limit: `server.databytes`, else
+    `server.max_message_bytes`); reading stops past it, so no more is ever held."""
 
     def __init__(self, stage: QueueStage, cfg: QueueConfig, clock: Clock, *,
+                 max_bytes: int,
                  metrics: Metrics | None = None,
                  record: Callable[[MessageRecord], None] = _no_record) -> None:
         self._stage = stage
+        self._max_bytes = max_bytes
         self._cfg = cfg
         self._clock = clock
         self._metrics = metrics or Metrics()
@@ -111,6 +123,14 @@ class QueueOp:
         if len(fds) != 2:
             protocol_close(fds)
             await reply({"error": "expected two descriptors: message and envelope"})
+            return
+        # Acknowledge first: the wrapper exits 71 when it does not get this within 5 s (a
+        # hung daemon) and has then closed the connection: its caller retries, so this
+        # copy must not be queued.
+        if not await reply({"taken": True}):
+            protocol_close(fds)
+            log.warning("event=queue_error error=%r", "the wrapper gave up before the "
+                        "daemon took the message")
             return
         env = env_from(request)
         custom = bool(request.get("fd6")) and self._cfg.custom_fd6
@@ -137,7 +157,12 @@ class QueueOp:
     async def _run(self, session: Session, msg_fd: int, env_fd: int, *, custom: bool,
                    scanned: bool, started: float) -> tuple[int, str]:
         try:
-            message = await read_all(msg_fd)
+            message = await read_all(msg_fd, self._max_bytes)
+        except TooBig:
+            # The envelope is not read: the writer is still blocked on the message.
+            log.warning("event=queue_refused source=%s error=%r", source_of(session.env),
+                        f"message longer than {self._max_bytes} bytes")
+            return exit_status(Delivered(False, TOO_BIG), custom=custom)
         except OSError as exc:
             log.warning("event=queue_error error=%r", "message read: " + str(exc))
             return EX_READ_ERROR, ""
@@ -187,33 +212,47 @@ class QueueOp:
                         extra=extra)
 
 
-async def read_all(fd: int) -> bytes:
+async def read_all(fd: int, limit: int | None = None) -> bytes:
     """Read `fd` to EOF without blocking the loop: pipes and sockets are polled (their
     blocking mode restored afterwards: the description is shared with the wrapper),
-    regular files — which cannot be polled — are read directly."""
+    regular files — which cannot be polled — are read directly. More than `limit` bytes
+    → TooBig, having read at most one byte past it."""
     if stat.S_ISREG(os.fstat(fd).st_mode):
-        return await asyncio.to_thread(_read_file, fd)
+        return await asyncio.to_thread(_read_file, fd, limit)
     loop = asyncio.get_running_loop()
     was_blocking = os.get_blocking(fd)
     os.set_blocking(fd, False)
     chunks: list[bytes] = []
+    size = 0
     try:
         while True:
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, _want(size, limit, 1 << 16))
             except BlockingIOError:
                 await _readable(loop, fd)
                 continue
             if not chunk:
                 return b"".join(chunks)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise TooBig
             chunks.append(chunk)
     finally:
         os.set_blocking(fd, was_blocking)
 
 
-def _read_file(fd: int) -> bytes:
+def _want(size: int, limit: int | None, chunk: int) -> int:
+    """How much to read next: never more than one byte past `limit`."""
+    return chunk if limit is None else max(1, min(chunk, limit + 1 - size))
+
+
+def _read_file(fd: int, limit: int | None) -> bytes:
     chunks: list[bytes] = []
-    while chunk := os.read(fd, 1 << 20):
+    size = 0
+    while chunk := os.read(fd, _want(size, limit, 1 << 20)):
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise TooBig
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -26,7 +26,8 @@ log = logging.getLogger("mailguard.control")
 
 REQUEST_TIMEOUT_S = 10.0  # a client that connects must send its request line by then
 
-Reply = Callable[[Mapping[str, Any]], Awaitable[None]]
+# reply(obj) -> False when it could not be sent (the caller is gone: it gave up waiting)
+Reply = Callable[[Mapping[str, Any]], Awaitable[bool]]
 # an op: (request, fds it now owns, reply) -> None; it closes every fd it was given
 Handler = Callable[[dict[str, Any], list[int], Reply], Awaitable[None]]
 
@@ -109,9 +110,12 @@ class ControlServer:
         with conn:
             conn.setblocking(False)
 
-            async def reply(obj: Mapping[str, Any]) -> None:
-                with contextlib.suppress(OSError):  # the caller is gone: nothing to tell
+            async def reply(obj: Mapping[str, Any]) -> bool:
+                try:
                     await loop.sock_sendall(conn, protocol.encode(obj))
+                except OSError:  # the caller is gone: nothing to tell
+                    return False
+                return True
 
             try:
                 request, fds = await asyncio.wait_for(recv_request(conn), REQUEST_TIMEOUT_S)

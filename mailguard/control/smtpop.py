@@ -5,6 +5,7 @@ tcpserver) and run it as a daemon session, with qmail-smtpd's environment semant
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from typing import Any
@@ -14,10 +15,13 @@ from mailguard.control.server import Reply
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
 from mailguard.frontend.services import Services
 
+log = logging.getLogger("mailguard.control")
+
 
 class SmtpOp:
-    """Handler of `smtp` requests; replies `done` once the session has ended, so the
-    per-connection process exits then and tcpserver's concurrency count stays right."""
+    """Handler of `smtp` requests; replies `taken` when it adopts the connection, and
+    `done` once the session has ended, so the per-connection process exits then and
+    tcpserver's concurrency count stays right."""
 
     def __init__(self, services: Services, tracker: Tracker) -> None:
         self._services = services
@@ -42,6 +46,14 @@ class SmtpOp:
         if sock.type != socket.SOCK_STREAM:
             sock.close()
             await reply({"error": "descriptor 0 is not a stream socket"})
+            return
+        # The acknowledgement comes first: `mailguard smtpd` answers 421 itself when it
+        # does not get it within 5 s (a hung daemon), and has then closed the control
+        # connection, so a failed send means the client was already told: not adopted.
+        if not await reply({"taken": True}):
+            sock.close()
+            log.warning("event=smtp_abandoned error=%r",
+                        "mailguard smtpd gave up before the daemon took the connection")
             return
         env = env_from(request)
         services = session_services(self._services, env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mailguard.verdict import Reply
 
@@ -29,4 +29,15 @@ class Delivery(Protocol):
         `authenticated`: the client logged in (SMTP AUTH), so the sender is known to be
         ours — the scanning wrapper may then warn it about a virus; plain hand-overs
         ignore it."""
+        ...
+
+
+@runtime_checkable
+class RefusesRecipients(Protocol):
+    """A delivery that knows at RCPT time which recipients it can never store (a Maildir
+    spool cannot name some addresses): the conversation asks it and refuses those at
+    RCPT, so one such recipient never fails the message for the others at DATA."""
+
+    def refuses(self, rcpt: str) -> Reply | None:
+        """The permanent reply for `rcpt` (qualified), or None when it can be stored."""
         ...

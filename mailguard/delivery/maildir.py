@@ -28,8 +28,18 @@ from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered
 from mailguard.errors import PermanentError, TemporaryError
 from mailguard.qmail import replies
+from mailguard.verdict import Reply
 
 log = logging.getLogger("mailguard.delivery")
+
+# Our own replies (qmail has none: its Maildir delivery happens after the queue and
+# bounces). RFC 3463: 5.1.3 bad destination mailbox address syntax.
+NO_DOMAIN = Reply(553, "sorry, that recipient address has no domain", "5.1.3")
+NO_LOCAL_PART = Reply(553, "sorry, that recipient address has no local part", "5.1.3")
+DOMAIN_TOO_LONG = Reply(553, "sorry, that recipient domain is too long for this server",
+                        "5.1.3")
+LOCAL_PART_TOO_LONG = Reply(553, "sorry, that mailbox name is too long for this server",
+                            "5.1.3")
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -38,23 +48,33 @@ _NAME_MAX = 255  # bytes in one path component on common filesystems
 _SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789.-_+=")
 
 
+class Unnameable(PermanentError):
+    """A recipient that has no valid Maildir name; `reply` is what RCPT answers."""
+
+    def __init__(self, reason: str, reply: Reply) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
 def path_component(text: str, what: str) -> str:
     """Lower-case `text` and make it one safe directory name.
 
     Bytes outside [a-z0-9.-_+=] (including `/`, NUL and `%` itself) become `%XX`, and so
     does a leading `.` (no `.`, `..` or hidden names); the encoding is reversible, so two
     addresses never share a folder by accident.  Empty or over-long names are refused
-    with PermanentError: retrying would not help.
+    with Unnameable (a PermanentError): retrying would not help.
     """
     raw = text.lower().encode("utf-8", "surrogateescape")
     if not raw:
-        raise PermanentError(f"maildir: empty {what}")
+        raise Unnameable(f"maildir: empty {what}",
+                         NO_DOMAIN if what == "domain" else NO_LOCAL_PART)
     name = "".join(
         chr(b) if b in _SAFE_BYTES and not (i == 0 and b == 0x2E) else f"%{b:02X}"
         for i, b in enumerate(raw)
     )
     if len(name) > _NAME_MAX:
-        raise PermanentError(f"maildir: {what} too long ({len(raw)} bytes)")
+        raise Unnameable(f"maildir: {what} too long ({len(raw)} bytes)",
+                         DOMAIN_TOO_LONG if what == "domain" else LOCAL_PART_TOO_LONG)
     return name
 
 
@@ -62,7 +82,7 @@ def maildir_for(root: Path, rcpt: str) -> Path:
     """The Maildir of `rcpt` (which must have a domain: see relay.qualify)."""
     at = rcpt.rfind("@")
     if at < 0:
-        raise PermanentError(f"maildir: recipient {rcpt!r} has no domain")
+        raise Unnameable(f"maildir: recipient {rcpt!r} has no domain", NO_DOMAIN)
     domain = path_component(rcpt[at + 1 :], "domain")
     user = path_component(rcpt[:at], "local part")
     return root / domain / user
@@ -171,17 +191,29 @@ class MaildirSpool:
 
 
 class MaildirDelivery:
-    """The Delivery into `<root>/<domain>/<user>/new`, fsynced before the 250; any fault
-    is qmail-queue's 451 "write error or disk full", never a 5xx."""
+    """The Delivery into `<root>/<domain>/<user>/new`, fsynced before the 250; a fault of
+    the disk is qmail-queue's 451 "write error or disk full". A recipient the spool cannot
+    name is refused at RCPT (`refuses`); should one reach `deliver` all the same, the
+    answer is a permanent 5xx, never a 451 that makes the client retry forever."""
 
     def __init__(self, spool: MaildirSpool, clock: Clock) -> None:
         self._spool = spool
         self._clock = clock
 
+    def refuses(self, rcpt: str) -> Reply | None:
+        try:
+            maildir_for(self._spool.root, rcpt)
+        except Unnameable as exc:
+            return exc.reply
+        return None
+
     async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
                       authenticated: bool = False) -> Delivered:
         try:
             queue_id = await self._spool.deliver(message, sender, rcpts)
+        except Unnameable as exc:
+            log.error("event=delivery_failed method=maildir error=%r", str(exc))
+            return Delivered(False, exc.reply)
         except (TemporaryError, PermanentError, OSError) as exc:
             log.error("event=delivery_failed method=maildir error=%r", str(exc))
             return Delivered(False, replies.QQ_WRITE_ERROR)

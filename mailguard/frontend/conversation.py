@@ -128,6 +128,13 @@ class Conversation:
             return refusal
         # qmail appends RELAYCLIENT's value to the address as given; qualifying comes later
         addr = qualify(addr + self.session.relay_suffix, self.server.hostname)
+        # An address the delivery can never store (a local part too long for a Maildir
+        # name, an empty domain) is refused now: accepted, it would fail the message for
+        # every recipient at the end of DATA.
+        undeliverable = self.services.queue_stage.refuses(addr)
+        if undeliverable is not None:
+            tx.refused.append(f"{addr}={undeliverable.code}")
+            return Step(undeliverable)
         tx.rcpts.append(addr)
         self.session.rcpt_count += 1
         return Step(replies.OK)

@@ -116,20 +116,29 @@ class SmtpAuth:
             user, password = await self._exchange(mech, initial.strip(), ask)
         except _Abort as exc:
             return Step(exc.reply)
+        # Count the attempt before verifying it: parallel sessions from one IP must not
+        # all reach the backend while the first failures are still being verified.
+        if not self.failures.begin(ip, self.clock.monotonic()):
+            self._record(session, mech, user, "locked")
+            return Step(replies.AUTH_TOO_MANY, close=True)
+        failed = True
         try:
             identity = (
                 await self.backend.verify(user, password, client_ip=ip)
                 if user and password
                 else None
             )
+            failed = not identity
         except TemporaryError as exc:
+            failed = False
             self._record(session, mech, user, "tempfail", str(exc))
             return Step(replies.AUTH_TEMPORARY)
+        finally:
+            failures = self.failures.end(ip, self.clock.monotonic(), failed=failed)
         if identity:
             session.auth_user = identity
             self._record(session, mech, user, "ok")
             return Step(replies.AUTH_OK)
-        failures = self.failures.add(ip, self.clock.monotonic())
         await self.clock.sleep(self.config.failure_delay_s)  # slows guessing down
         if failures >= self.config.max_failures_per_ip:
             self._record(session, mech, user, "locked")

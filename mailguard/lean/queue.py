@@ -5,7 +5,8 @@ qmail-inject or any local program. It hands both descriptors to the daemon, whic
 scans and queues, and exits with the status the daemon answers: 0 queued; the real
 qmail-queue's own status when that failed; 31 / 71 (or 82 with `D<text>` / `Z<text>`
 written to fd 6, when the caller opened fd 6) for mailguard's own refusals. When the
-daemon cannot be reached or does not answer in time it exits 71: nothing is queued
+daemon cannot be reached, does not acknowledge the message within 5 s (stopped, hung)
+or does not answer in time it exits 71: nothing is queued
 unscanned, and the caller retries (qmail-smtpd answers `451 mail server temporarily
 rejected message (#4.3.0)`).
 """
@@ -55,9 +56,16 @@ def main() -> int:
     try:
         request = {"v": protocol.VERSION, "op": "queue", "env": environ, "fd6": custom,
                    "pid": os.getpid()}
+        sock.settimeout(protocol.ACK_TIMEOUT_S)
         protocol.send_request(sock, request, [0, 1])
-        sock.settimeout(wait_s(environ))
-        reply = protocol.LineReader(sock).read()
+        reader = protocol.LineReader(sock)
+        try:
+            reply = reader.read()
+        except OSError as exc:  # a stopped or hung daemon: the caller retries later
+            return _fail(f"no acknowledgement within {protocol.ACK_TIMEOUT_S:g} s: {exc}")
+        if reply is not None and reply.get("taken"):
+            sock.settimeout(wait_s(environ))
+            reply = reader.read()
     except (OSError, protocol.ProtocolError) as exc:
         return _fail(f"control socket: {exc}")
     finally:

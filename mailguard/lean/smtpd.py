@@ -13,6 +13,7 @@ shim. Exit status: 0 the daemon served the session; 1 it could not (after the 42
 
 from __future__ import annotations
 
+import _socket
 import os
 import sys
 
@@ -39,9 +40,26 @@ def main() -> int:
     except OSError as exc:
         return _fail(environ, f"cannot reach the daemon at {path}: {exc.strerror or exc}")
     try:
+        sock.settimeout(protocol.ACK_TIMEOUT_S)
         protocol.send_request(sock, {"v": protocol.VERSION, "op": "smtp", "env": environ}, [0])
-        sock.settimeout(None)  # the session lasts as long as the daemon's timeouts allow
-        reply = protocol.LineReader(sock).read()
+        reader = protocol.LineReader(sock)
+        try:
+            reply = reader.read()
+        except (OSError, protocol.ProtocolError) as exc:  # stopped or hung daemon
+            reply = {"error": f"no acknowledgement within {protocol.ACK_TIMEOUT_S:g} s "
+                              f"({exc})"}
+        if reply is None:  # closed before taking the connection: it did not adopt it
+            reply = {"error": "closed without taking the connection"}
+        if reply.get("error"):
+            # 421 ourselves; close the control connection first, so that a daemon waking
+            # up later cannot send `taken` and drops the session instead of adopting it.
+            sock.close()
+            code = _fail(environ, f"the daemon refused the connection: {reply['error']}")
+            _hang_up()
+            return code
+        if reply.get("taken"):
+            sock.settimeout(None)  # the session lasts as long as the daemon's timeouts allow
+            reply = reader.read()
     except (OSError, protocol.ProtocolError) as exc:
         return _fail(environ, f"control socket: {exc}")
     finally:
@@ -64,6 +82,20 @@ def _fail(environ: dict[str, str], why: str) -> int:
     except OSError:
         pass
     return EXIT_UNAVAILABLE
+
+
+def _hang_up() -> None:
+    """End the TCP connection for every holder of it: a daemon that wakes up later and
+    adopts the descriptor still queued on the control socket finds it closed."""
+    try:
+        client = _socket.socket(fileno=0)
+    except OSError:
+        return
+    try:  # noqa: SIM105 - contextlib costs the per-process start-up ~3 ms
+        client.shutdown(_socket.SHUT_RDWR)
+    except OSError:
+        pass
+    client.detach()
 
 
 def _log(text: str) -> None:

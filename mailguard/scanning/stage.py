@@ -25,7 +25,7 @@ import logging
 from mailguard.checks.virus_scan import VIRUS_FACT
 from mailguard.clock import Clock
 from mailguard.context import Session, Transaction
-from mailguard.delivery.base import Delivered, Delivery
+from mailguard.delivery.base import Delivered, Delivery, RefusesRecipients
 from mailguard.headers import edit
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
@@ -55,6 +55,12 @@ class QueueStage:
         self._deadline_s = deadline_s
         self._notifier = notifier
         metrics.declare(DEADLINE_METRIC, "counter", "messages whose scans hit [scan] deadline_s")
+
+    def refuses(self, rcpt: str) -> Reply | None:
+        """The delivery's permanent reply for a recipient it can never store, or None."""
+        if isinstance(self.delivery, RefusesRecipients):
+            return self.delivery.refuses(rcpt)
+        return None
 
     def with_delivery(self, delivery: Delivery) -> QueueStage:
         """The same checks in front of another hand-over (the QMAILQUEUE wrapper's)."""

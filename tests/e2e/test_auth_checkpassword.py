@@ -17,6 +17,8 @@ CHECKPW = Path(__file__).resolve().parents[1] / "tools" / "checkpassword_test.py
 EHLO = (b"250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE\r\n250-SMTPUTF8\r\n"
         b"250 AUTH LOGIN PLAIN\r\n")
 OK = b"235 2.7.0 authentication successful\r\n"
+FAILED = b"535 5.7.8 authentication failed\r\n"
+TOO_MANY = b"421 4.7.0 too many failed logins\r\n"
 
 CONFIG = f"""
 [server]
@@ -78,3 +80,32 @@ def test_smtplib_login_without_tls(cpd: Daemon) -> None:
     with smtplib.SMTP(cpd.host, cpd.port, timeout=10) as s:
         assert s.login("good", "secret")[0] == 235
         assert s.sendmail("good@example.com", ["other@foreign.test"], body("x")) == {}
+
+
+def test_parallel_attempts_count_before_the_backend_answers(
+        make_daemon: list[Daemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 sessions from one IP send AUTH at once (limit 5): attempts in flight count
+    against the limit, so at most 5 reach checkpassword and the right password, sent
+    among wrong ones, gets no 235 once the limit is used up."""
+    record = tmp_path / "checkpw.record"
+    monkeypatch.setenv("CHECKPW_RECORD", str(record))
+    d = start_daemon(tmp_path, CONFIG.replace("failure_delay_s = 0",
+                                              "failure_delay_s = 0\nmax_failures_per_ip = 5"))
+    make_daemon.append(d)
+    host, port = d.addresses[0]
+    clients = [Client(host, port, source="127.0.0.55") for _ in range(20)]
+    try:
+        for c in clients:
+            c.reply()
+            assert c.cmd("EHLO client.test") == EHLO
+        for i, c in enumerate(clients):  # all before any answer is read
+            c.send(f"AUTH PLAIN {plain('good', 'secret' if i == 10 else 'wrong')}\r\n"
+                   .encode())
+        answers = [c.reply() for c in clients]
+    finally:
+        for c in clients:
+            c.close()
+    assert set(answers) <= {OK, FAILED, TOO_MANY}, answers
+    decided = [a for a in answers if a != TOO_MANY]
+    assert len(decided) <= 5, answers
+    assert len(record.read_bytes().splitlines()) <= 5  # the backend saw at most 5

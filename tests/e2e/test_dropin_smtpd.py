@@ -4,8 +4,11 @@ address qmail's environment: exact replies as qmail-smtpd's, mail through QMAILQ
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -281,3 +284,30 @@ def test_qmailqueue_outside_the_allowed_list_is_never_run(
     [msg] = daemon.spooled("example.com", "untrusted")
     assert msg.endswith(b"Subject: drop-in\n\nhello\n")
     assert "event=qmailqueue_ignored program='/bin/sh'" in daemon.wait_log("qmailqueue_ignored")
+
+
+def test_stopped_daemon_gets_421_after_the_acknowledgement_timeout(
+        make_daemon: list[Daemon], tcpserver: Callable[..., Tcpserver],
+        client: Callable[..., Client], record_dir: Path, tmp_path: Path) -> None:
+    """A daemon stopped with SIGSTOP still completes connect() through its listen
+    backlog; without its acknowledgement within 5 s the client gets 421 and the
+    connection is closed, and the daemon, continued, does not adopt it afterwards."""
+    (tmp_path / "stopped").mkdir()
+    d = start_daemon(tmp_path / "stopped", CONFIG)
+    make_daemon.append(d)
+    server = tcpserver(control=d.control)
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        c = client(server)
+        started = time.monotonic()
+        assert c.reply() == b"421 mx.test service temporarily unavailable (#4.3.0)\r\n"
+        assert 4.5 < time.monotonic() - started < 9
+        assert c.closed_by_peer()
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert "event=smtp_abandoned" in d.wait_log("event=smtp_abandoned")
+    assert c.reply() == b""  # nothing more on the closed connection
+    c = client(server)
+    assert c.reply() == b"220 mx.test ESMTP\r\n"
+    assert c.cmd("QUIT") == b"221 mx.test\r\n"
+    assert recorded(record_dir) == []

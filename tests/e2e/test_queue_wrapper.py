@@ -4,8 +4,11 @@ the inner queue receives exactly the bytes."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,3 +188,60 @@ def test_qmailqueue_set_to_the_wrapper_in_a_dropin_session(
     assert envelope == b"Fa@example.org\0Tb@example.com\0\0"
     assert message.startswith(b"Received: from unknown (127.0.0.1)\n  by mx.test with SMTP; ")
     assert message.endswith(b"\nSubject: s\n\nb\n")
+
+
+def test_message_over_the_size_limit_is_refused_permanently(
+        make_daemon: list[Daemon], tmp_path: Path) -> None:
+    """The SMTP limit (databytes) holds on this path too: qmail-smtpd without databytes
+    passes any message down. qmail-queue has no status for "too big": 82 + qmail-smtpd's
+    databytes text (so qmail-smtpd answers 554 with it), or 31 without fd 6."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    inner_qq = tmp_path / "inner-qq"
+    inner_qq.write_text(f"#!/bin/sh\nexport RECORD_DIR='{rec}'\n"
+                        f'exec "{sys.executable}" "{RECORDER}"\n')
+    inner_qq.chmod(0o755)
+    d = start_daemon(tmp_path, CONFIG.replace("shutdown_grace_s = 5",
+                                              "shutdown_grace_s = 5\ndatabytes = 1000"))
+    make_daemon.append(d)
+    fits = b"Subject: x\n\n" + b"a" * (1000 - 12)
+    assert len(fits) == 1000
+    run = run_queue_program(LEAN_QUEUE, fits, ENVELOPE, env_for(d))
+    assert (run.exit_code, run.custom) == (0, b""), run.stderr
+    run = run_queue_program(LEAN_QUEUE, fits + b"b", ENVELOPE, env_for(d))
+    assert (run.exit_code, run.custom) == (
+        82, b"Dsorry, that message size exceeds my databytes limit (#5.3.4)")
+    run = run_queue_program(LEAN_QUEUE, fits * 5000, ENVELOPE, env_for(d), fd6=False)
+    assert run.exit_code == 31
+    assert recorded(rec) == [(fits, ENVELOPE)]
+    assert "event=queue_refused" in d.wait_log("event=queue_refused")
+
+
+def test_stopped_daemon_exits_71_after_the_acknowledgement_timeout(
+        make_daemon: list[Daemon], tmp_path: Path) -> None:
+    """connect() succeeds through a SIGSTOPped daemon's listen backlog; without its
+    acknowledgement within 5 s the wrapper exits 71 (the caller retries), and the
+    daemon, continued, does not queue that copy."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    inner_qq = tmp_path / "inner-qq"
+    inner_qq.write_text(f"#!/bin/sh\nexport RECORD_DIR='{rec}'\n"
+                        f'exec "{sys.executable}" "{RECORDER}"\n')
+    inner_qq.chmod(0o755)
+    d = start_daemon(tmp_path, CONFIG)
+    make_daemon.append(d)
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        run = run_queue_program(LEAN_QUEUE, MESSAGE, ENVELOPE, env_for(d))
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert (run.exit_code, run.custom) == (71, b""), run.stderr
+    assert 4.5 < elapsed < 9
+    assert b"no acknowledgement within 5 s" in run.stderr
+    assert "gave up" in d.wait_log("gave up")
+    assert recorded(rec) == []
+    run = run_queue_program(LEAN_QUEUE, MESSAGE, ENVELOPE, env_for(d))
+    assert (run.exit_code, run.custom) == (0, b""), run.stderr
+    assert recorded(rec) == [(MESSAGE, ENVELOPE)]

@@ -61,7 +61,9 @@ def test_unexpected_error_in_a_command_is_a_logged_451(daemon: Daemon) -> None:
                     b"451 local error, please try again later (#4.3.0)\r\n"
                 )
                 assert client.closed_by_peer()
-                assert protocol.LineReader(ctl).read() == {"done": True}
+                reader = protocol.LineReader(ctl)
+                assert reader.read() == {"taken": True}  # acknowledged at once
+                assert reader.read() == {"done": True}
             finally:
                 ctl.close()
         finally:
@@ -93,7 +95,9 @@ def test_a_handed_over_unix_socket_is_served(daemon: Daemon, tmp_path: Path) -> 
                 client.sendall(b"QUIT\r\n")
                 assert client.recv(100) == b"221 mx.test\r\n"
                 ctl.settimeout(10)
-                assert protocol.LineReader(ctl).read() == {"done": True}
+                reader = protocol.LineReader(ctl)
+                assert reader.read() == {"taken": True}  # acknowledged at once
+                assert reader.read() == {"done": True}
             finally:
                 ctl.close()
         finally:

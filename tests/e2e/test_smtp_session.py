@@ -209,3 +209,25 @@ def test_without_databytes_the_memory_cap_still_applies(
         assert len(d.spooled("example.com", "cap")) == 1
     finally:
         d.stop()
+
+
+def test_undeliverable_recipients_are_refused_at_rcpt(daemon: Daemon, connect: Connect) -> None:
+    """Addresses the Maildir spool cannot name are refused at RCPT with a permanent reply:
+    accepted, they failed the message with 451 for every recipient on every retry."""
+    too_long = b"553 5.1.3 sorry, that mailbox name is too long for this server\r\n"
+    c = connect(daemon, source="127.0.0.2")  # a relay client: <a@> passes rcpthosts
+    c.reply()
+    assert c.cmd("EHLO client.test").startswith(b"250")
+    assert c.cmd("MAIL FROM:<s@example.org> SMTPUTF8") == b"250 ok\r\n"
+    assert c.cmd("RCPT TO:<" + "l" * 300 + "@example.com>") == too_long
+    assert c.cmd("RCPT TO:<" + "é" * 100 + "@example.com>") == too_long
+    assert c.cmd("RCPT TO:<a@>") == (
+        b"553 5.1.3 sorry, that recipient address has no domain\r\n")
+    assert c.cmd("RCPT TO:<" + "l" * 80 + "@example.com>") == b"250 ok\r\n"  # still fits
+    assert c.cmd("RCPT TO:<fine@example.com>") == b"250 ok\r\n"
+    assert c.cmd("DATA") == b"354 go ahead\r\n"
+    c.send(body("undeliverable co-recipients") + b".\r\n")
+    assert c.reply().startswith(b"250 ok ")
+    [msg] = daemon.spooled("example.com", "fine")
+    assert msg.endswith(body("undeliverable co-recipients").replace(b"\r\n", b"\n"))
+    assert len(daemon.spooled("example.com", "l" * 80)) == 1

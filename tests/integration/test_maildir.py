@@ -14,7 +14,12 @@ import pytest
 
 from mailguard.clock import FrozenClock
 from mailguard.delivery import maildir
-from mailguard.delivery.maildir import MaildirSpool, maildir_for, path_component
+from mailguard.delivery.maildir import (
+    MaildirDelivery,
+    MaildirSpool,
+    maildir_for,
+    path_component,
+)
 from mailguard.errors import PermanentError, TemporaryError
 
 MESSAGE = b"Subject: hi\n\nbody line\n"
@@ -192,6 +197,30 @@ async def test_invalid_recipient_is_permanent_and_writes_nothing(
     with pytest.raises(PermanentError):
         await spool.deliver(MESSAGE, "", ["ok@example.com", rcpt])
     assert all_files(root) == []
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "code"),
+    [("u@", "5.1.3 sorry, that recipient address has no domain"),
+     ("@example.com", "5.1.3 sorry, that recipient address has no local part"),
+     (("l" * 300) + "@example.com", "5.1.3 sorry, that mailbox name is too long for this server"),
+     ("\u00e9" * 100 + "@example.com",
+      "5.1.3 sorry, that mailbox name is too long for this server"),
+     ("u@" + "d" * 300, "5.1.3 sorry, that recipient domain is too long for this server"),
+     ("ok@example.com", None)],
+)
+async def test_delivery_refuses_unnameable_recipients_permanently(
+    spool: MaildirSpool, clock: FrozenClock, root: Path, rcpt: str, code: str | None
+) -> None:
+    """Asked at RCPT (`refuses`) and, should one get through, at delivery: a permanent
+    5xx for the message, never qmail-queue's 451 that the client would retry forever."""
+    delivery = MaildirDelivery(spool, clock)
+    refusal = delivery.refuses(rcpt)
+    assert (refusal.lines() if refusal else None) == ([f"553 {code}"] if code else None)
+    if code:
+        delivered = await delivery.deliver("", ["fine@example.com", rcpt], MESSAGE)
+        assert (delivered.accepted, delivered.reply) == (False, refusal)
+        assert all_files(root) == []
 
 
 def test_path_component_length_limit() -> None:

@@ -86,6 +86,16 @@ def test_failure_counter_window_and_bound() -> None:
     assert fc.count("192.0.2.3", 703) == 1
 
 
+def test_attempts_in_flight_count_against_the_limit() -> None:
+    fc = FailureCounter(max_failures=3, window_s=600)
+    assert [fc.begin("192.0.2.1", 0) for _ in range(4)] == [True, True, True, False]
+    assert fc.blocked("192.0.2.1", 0) and not fc.blocked("192.0.2.2", 0)
+    assert fc.end("192.0.2.1", 1, failed=False) == 0  # a success frees its place
+    assert fc.begin("192.0.2.1", 1)
+    assert [fc.end("192.0.2.1", 2, failed=True) for _ in range(3)] == [1, 2, 3]
+    assert not fc.begin("192.0.2.1", 2)  # now three failures
+
+
 class TableAuth:
     """Credentials in a dict; the user "down" behaves like an unreachable backend."""
 
