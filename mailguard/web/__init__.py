@@ -1,1 +1,2 @@
-"""The users' web page and graphs (coming next; see the issues)."""
+"""`mailguard web`: the page where mail users log in and set their spam filtering
+(app.py: routes and sessions; forms.py: the form rules; templates/: the HTML)."""
