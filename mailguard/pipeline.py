@@ -52,6 +52,7 @@ class Pipeline:
 
     def __init__(self, checks: Sequence[tuple[Check, CheckPolicy]], metrics: Metrics) -> None:
         self._checks = [(c, p) for c, p in checks if p.mode is not Mode.OFF]
+        self._stages = frozenset(s for c, _ in self._checks for s in c.stages)
         self._metrics = metrics
         declare_metrics(metrics)
 
@@ -61,7 +62,7 @@ class Pipeline:
 
     def runs(self, stage: Stage) -> bool:
         """Whether any check (not off) runs at `stage`."""
-        return any(stage in c.stages for c, _ in self._checks)
+        return stage in self._stages
 
     async def run(self, stage: Stage, session: Session) -> Verdict:
         """Run the stage's checks; the first enforced verdict that stops wins. Deferred

@@ -47,8 +47,13 @@ class CheckSpec:
         return self.default(config) if callable(self.default) else self.default
 
     def load_builder(self) -> Callable[..., Any]:
-        module, _, func = self.builder.partition(":")
-        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+        return _load(self.builder)
+
+
+def _load(builder: str) -> Callable[..., Any]:
+    """"module:function" → the function (imported now, not when the table is read)."""
+    module, _, func = builder.partition(":")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
 
 
 def scanner_policy(enabled: bool, on_error: str, deadline_s: float) -> CheckPolicy:
@@ -127,8 +132,7 @@ class DeliverySpec:
     about: str
 
     def load_builder(self) -> Callable[..., Any]:
-        module, _, func = self.builder.partition(":")
-        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+        return _load(self.builder)
 
 
 DELIVERIES: tuple[DeliverySpec, ...] = (

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mailguard.control.queueop import QueueOp
 from mailguard.control.server import ControlError, ControlServer
 from mailguard.control.smtpop import SmtpOp
-from mailguard.delivery.qmail_queue import QmailQueueDelivery
+from mailguard.delivery.methods import build_qmail_queue
 
 if TYPE_CHECKING:
     from mailguard.frontend.protocol import Tracker
@@ -24,9 +24,7 @@ async def start_control(res: Resources, services: Services,
     flight finish. A socket that cannot be set up is logged and the daemon goes on serving
     SMTP: the drop-in processes then fail safe (421 / exit 71), nothing is accepted."""
     config = res.config
-    queue_delivery = res.queue_delivery or QmailQueueDelivery(
-        [config.delivery.qmail_queue], res.clock, timeout_s=config.delivery.timeout_s
-    )
+    queue_delivery = res.queue_delivery or build_qmail_queue(config, res.clock)
     # the daemon's own checks in front of the real qmail-queue
     queue_op = QueueOp(services.queue_stage.with_delivery(queue_delivery), config.queue,
                        res.clock, metrics=res.metrics, record=services.record,

@@ -25,7 +25,6 @@ from mailguard.control.server import Reply, protocol_close
 from mailguard.delivery.base import Delivered
 from mailguard.metrics import Metrics
 from mailguard.netaddr import plain_ip
-from mailguard.pipeline import enforce_deferred
 from mailguard.qmail.envelope import EnvelopeError, parse
 from mailguard.qmail.exitcodes import EX_CUSTOM, EX_PERM_REFUSED, EX_READ_ERROR, EX_TEMP_REFUSED
 from mailguard.qmail.replies import DATABYTES
@@ -188,12 +187,9 @@ class QueueOp:
 
     async def _stages(self, session: Session, tx: Transaction, message: bytes,
                       scanned: bool) -> Delivered:
-        """DATA checks as for SMTP (a connect-time refusal is enforced here: there is no
-        RCPT to defer it to), then the QUEUE stage."""
-        pipeline = self._stage.pipeline
-        verdict = await pipeline.run(Stage.DATA, session)
-        if verdict.action not in (Action.TEMPFAIL, Action.REJECT):
-            verdict = enforce_deferred(session) if session.deferred else verdict
+        """DATA checks as for SMTP (qmail-smtpd ran the connection's own), then the
+        QUEUE stage."""
+        verdict = await self._stage.pipeline.run(Stage.DATA, session)
         if verdict.action in (Action.TEMPFAIL, Action.REJECT):
             refusal = verdict.reply or SmtpReply(451, "temporarily refused", "4.7.1")
             return Delivered(False, refusal)
