@@ -6,7 +6,17 @@ Portable types only, so one schema serves SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Double, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Alembic's version table; named for us because the PostgreSQL database may be shared
@@ -171,6 +181,9 @@ class MailDomain(Base):
     spam_box: Mapped[str] = mapped_column(Text(), default="")
     language: Mapped[str] = mapped_column(Text(), default="")
     updated_ts: Mapped[float] = mapped_column(Double())
+    # may the domain's users choose their own filtering on/off, action and score?
+    users_may_override: Mapped[bool] = mapped_column(Boolean(), default=True,
+                                                     server_default=true())
 
 
 class MailUser(Base):
@@ -213,3 +226,82 @@ class WebLoginAttempt(Base):
     ts: Mapped[float] = mapped_column(Double())
 
     __table_args__ = (Index("ix_web_login_attempt_key_ts", "key", "ts"),)
+
+
+# --- quarantine, roles, alerts, qmail watch (issues 8, 9) ----------------------------------
+
+
+class Quarantine(Base):
+    """A message kept in mailguard's quarantine for one recipient: the file (under
+    `[quarantine] directory`, name `path`) holds the copy as it would have been
+    delivered; the row is what the pages list. `status`: "held", "released", "deleted";
+    a held row past `expires_ts` is purged with its file. `kind` "virus" is never
+    released by its recipient, only by an admin."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_rcpt_status_ts", "rcpt", "status", "ts"),
+                      Index("ix_quarantine_domain_status_ts", "domain", "status", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Double(), index=True)
+    expires_ts: Mapped[float] = mapped_column(Double(), index=True)
+    rcpt: Mapped[str] = mapped_column(Text())  # lower-case address it was meant for
+    domain: Mapped[str] = mapped_column(Text())  # rcpt's domain (domain admins' view)
+    mail_from: Mapped[str] = mapped_column(Text())  # envelope sender
+    from_header: Mapped[str] = mapped_column(Text(), default="")  # decoded From:
+    subject: Mapped[str] = mapped_column(Text(), default="")  # decoded Subject:
+    score: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger())
+    kind: Mapped[str] = mapped_column(Text())  # "spam" | "virus"
+    reason: Mapped[str] = mapped_column(Text(), default="")  # virus name / spam tests
+    path: Mapped[str] = mapped_column(Text())  # file name relative to the directory
+    status: Mapped[str] = mapped_column(Text(), default="held")
+    status_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    status_by: Mapped[str] = mapped_column(Text(), default="")
+    queue_id: Mapped[str] = mapped_column(Text(), default="")  # of the release
+
+
+class WebRole(Base):
+    """A web role granted to a login: `domain` "*" is the server admin, any other value
+    makes the user an admin of that domain. Anyone who can log in is a mail user."""
+
+    __tablename__ = "web_role"
+
+    user: Mapped[str] = mapped_column(Text(), primary_key=True)
+    domain: Mapped[str] = mapped_column(Text(), primary_key=True)
+    created_ts: Mapped[float] = mapped_column(Double())
+
+
+class Alert(Base):
+    """One incident (`key`, e.g. "scanner:clamd"): opened once, reminded every interval
+    while it lasts, resolved when the condition clears."""
+
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_key_resolved", "key", "resolved_ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text())
+    kind: Mapped[str] = mapped_column(Text())
+    host: Mapped[str] = mapped_column(Text(), default="")
+    message: Mapped[str] = mapped_column(Text(), default="")
+    first_ts: Mapped[float] = mapped_column(Double(), index=True)
+    last_ts: Mapped[float] = mapped_column(Double())
+    last_sent_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    sent: Mapped[int] = mapped_column(Integer(), default=0)
+    resolved_ts: Mapped[float | None] = mapped_column(Double(), nullable=True)
+
+
+class QmailQueueReading(Base):
+    """One reading of a qmail queue by `mailguard qmail-watch` (kept for 24 hours)."""
+
+    __tablename__ = "qmail_queue_reading"
+    __table_args__ = (Index("ix_qmail_queue_reading_host_ts", "host", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(Text())
+    ts: Mapped[float] = mapped_column(Double())
+    messages: Mapped[int] = mapped_column(Integer())
+    unprocessed: Mapped[int] = mapped_column(Integer())
+    local: Mapped[int] = mapped_column(Integer())
+    remote: Mapped[int] = mapped_column(Integer())
+    oldest_age_s: Mapped[float] = mapped_column(Double())

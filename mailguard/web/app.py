@@ -35,7 +35,7 @@ from mailguard.errors import TemporaryError
 from mailguard.store.prefs import PrefsStore
 from mailguard.store.repo import Store
 from mailguard.store.web_sessions import WebSessionRecord, WebSessionStore
-from mailguard.web import forms
+from mailguard.web import admin_pages, forms, quarantine_pages
 
 log = logging.getLogger("mailguard.web")
 
@@ -115,31 +115,74 @@ def client_ip(request: Request, trusted: tuple[str, ...]) -> str:
     return peer
 
 
-def build_app(ctx: WebContext) -> Starlette:
-    cfg = ctx.config.web
+Handler = Callable[[Request, str, WebSessionRecord], Awaitable[Response]]
 
-    def page(request: Request, name: str, status: int = 200, **values: Any) -> Response:
-        values.setdefault("hostname", ctx.config.server.hostname)
-        response = ctx.templates.TemplateResponse(request, name, values, status_code=status)
+
+class Pages:
+    """What every page module uses: rendering with the security headers, cookies, the
+    session of a request and the `logged_in` guard (live session; CSRF on POST)."""
+
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config.web
+
+    def page(self, request: Request, name: str, status: int = 200,
+             **values: Any) -> Response:
+        values.setdefault("hostname", self.ctx.config.server.hostname)
+        response = self.ctx.templates.TemplateResponse(request, name, values,
+                                                       status_code=status)
         response.headers.update(HEADERS)
         return response
 
-    def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", httponly=True,
-                            secure=cfg.cookie_secure, samesite="strict")
+                            secure=self.cfg.cookie_secure, samesite="strict")
 
-    async def session_of(request: Request) -> tuple[str, WebSessionRecord] | None:
+    async def session_of(self, request: Request) -> tuple[str, WebSessionRecord] | None:
         token = request.cookies.get(SESSION_COOKIE, "")
         if not token:
             return None
-        rec = await ctx.sessions.get(token, ctx.clock.now(), idle_s=cfg.session_idle_s,
-                                     max_s=cfg.session_max_s)
+        rec = await self.ctx.sessions.get(token, self.ctx.clock.now(),
+                                          idle_s=self.cfg.session_idle_s,
+                                          max_s=self.cfg.session_max_s)
         return (token, rec) if rec is not None else None
 
+    @staticmethod
     def to_login() -> Response:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+    @staticmethod
+    def forbidden(text: str = "forbidden\n", status: int = 403) -> Response:
+        return Response(text, status_code=status, media_type="text/plain", headers=HEADERS)
+
+    def logged_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Only with a live session; a POST only with the session's CSRF token."""
+
+        async def run(request: Request) -> Response:
+            found = await self.session_of(request)
+            if found is None:
+                return self.to_login()
+            token, rec = found
+            if request.method == "POST":
+                form = await request.form()
+                if not hmac.compare_digest(str(form.get("csrf", "")), rec.csrf):
+                    return self.forbidden(
+                        "forbidden: the form does not belong to this session\n")
+            return await handler(request, token, rec)
+
+        return run
+
+
+def build_app(ctx: WebContext) -> Starlette:
+    cfg = ctx.config.web
+    pages = Pages(ctx)
+    page = pages.page
+    set_cookie = pages.set_cookie
+    session_of = pages.session_of
+    to_login = pages.to_login
+    logged_in = pages.logged_in
 
     async def login_form(request: Request, error: str = "", address: str = "",
                          status: int = 200) -> Response:
@@ -188,26 +231,6 @@ def build_app(ctx: WebContext) -> Starlette:
         set_cookie(response, SESSION_COOKIE, token, cfg.session_max_s)
         response.delete_cookie(LOGIN_COOKIE, path="/")
         return response
-
-    Handler = Callable[[Request, str, WebSessionRecord], Awaitable[Response]]
-
-    def logged_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """Only with a live session; a POST only with the session's CSRF token."""
-
-        async def run(request: Request) -> Response:
-            found = await session_of(request)
-            if found is None:
-                return to_login()
-            token, rec = found
-            if request.method == "POST":
-                form = await request.form()
-                if not hmac.compare_digest(str(form.get("csrf", "")), rec.csrf):
-                    return Response("forbidden: the form does not belong to this session\n",
-                                    status_code=403, media_type="text/plain",
-                                    headers=HEADERS)
-            return await handler(request, token, rec)
-
-        return run
 
     async def settings_page(request: Request, rec: WebSessionRecord, *, notice: str = "",
                             error: str = "", status: int = 200) -> Response:
@@ -292,6 +315,8 @@ def build_app(ctx: WebContext) -> Starlette:
         Route("/lists/add", logged_in(change_list), methods=["POST"]),
         Route("/lists/remove", logged_in(change_list), methods=["POST"]),
         Route("/logout", logged_in(logout), methods=["POST"]),
+        *quarantine_pages.routes(pages),
+        *admin_pages.routes(pages),
     ]
     return Starlette(routes=routes, exception_handlers={TemporaryError: unavailable},
                      lifespan=ctx.lifespan)
