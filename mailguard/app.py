@@ -10,7 +10,7 @@ from mailguard import registry
 from mailguard.clock import Clock, SystemClock
 from mailguard.config import Config
 from mailguard.control.daemon import start_control
-from mailguard.delivery.base import Delivery
+from mailguard.delivery.methods import build_delivery
 from mailguard.frontend.metrics_http import MetricsServer
 from mailguard.frontend.server import SmtpServer
 from mailguard.frontend.services import Services
@@ -20,6 +20,7 @@ from mailguard.metrics import Metrics
 from mailguard.notify.virus import MailNotifier
 from mailguard.pipeline import Check, Pipeline
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.quarantine import QuarantineService
 from mailguard.resources import Resources
 from mailguard.scanning.stage import QueueStage
 from mailguard.store.message_log import MessageLogStore
@@ -75,13 +76,6 @@ class RecordWriter:
             await self._task
 
 
-def build_delivery(config: Config, clock: Clock) -> Delivery:
-    """The plain hand-over named by `[delivery] method` (the registry's DELIVERIES)."""
-    spec = next(d for d in registry.DELIVERIES if d.name == config.delivery.method)
-    delivery: Delivery = spec.load_builder()(config, clock)
-    return delivery
-
-
 def build_checks(res: Resources) -> list[tuple[Check, CheckPolicy]]:
     """Every registered check that is not off, in the registry's (run) order."""
     checks: list[tuple[Check, CheckPolicy]] = []
@@ -113,6 +107,13 @@ def build_virus_notifier(res: Resources) -> MailNotifier:
     )
 
 
+def build_quarantine(res: Resources) -> QuarantineService | None:
+    """The quarantine of `[quarantine]`, or None when no directory is configured."""
+    if not res.config.quarantine.enabled:
+        return None
+    return QuarantineService(res.config.quarantine, res.store.db, res.clock)
+
+
 async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
     clock = clock or SystemClock()
@@ -128,7 +129,8 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
     queue_stage = QueueStage(pipeline, res.delivery, clock=clock, metrics=metrics,
                              deadline_s=config.scan.deadline_s,
                              notifier=build_virus_notifier(res) if pipeline.runs(Stage.QUEUE)
-                             else None)
+                             else None,
+                             quarantine=build_quarantine(res))
     services = Services.build(config, clock=clock, metrics=metrics, pipeline=pipeline,
                               queue_stage=queue_stage, record=writer.put,
                               on_accepted=res.on_accepted)

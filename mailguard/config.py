@@ -25,6 +25,7 @@ from mailguard.settings.dnsbl import DnsblConfig
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
 from mailguard.settings.metrics import MetricsConfig
+from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.queue import QueueConfig
 from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
 from mailguard.settings.spf import SpfConfig
@@ -142,11 +143,14 @@ class Config:
     spam: SpamConfig = field(default_factory=SpamConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
     virus: VirusConfig = field(default_factory=VirusConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     # feature sections: one line each, the dataclass in mailguard/settings/<feature>.py
     checks: Mapping[str, CheckPolicy] = field(default_factory=dict)
     source: str = "(defaults)"  # where the config came from, for messages
 
     def validate(self) -> None:
+        if self.spam.default_action == "quarantine" and not self.quarantine.enabled:
+            raise Invalid("spam.default_action", "'quarantine' needs quarantine.directory")
         for name, pol in self.checks.items():
             if name not in registry.check_names():  # the registry's, mailguard/registry.py
                 known = ", ".join(registry.check_names())

@@ -121,9 +121,13 @@ class Disposition:
     subject_prefix: str = ""
     redirect_to: str = ""  # a spam box: deliver there instead of to the recipient
     drop: bool = False  # delete: accepted, never delivered
+    quarantine: bool = False  # kept in mailguard's quarantine instead of delivered
     # what was decided, for logs ("tag", "user-box", "delete"...); not part of equality,
     # so it never splits recipients who get the same copy
     label: str = field(default="", compare=False)
+    # the recipient's own spam score and rule names (the quarantine lists them)
+    score: float | None = field(default=None, compare=False)
+    detail: str = field(default="", compare=False)
 
 
 KEEP = Disposition()

@@ -104,4 +104,7 @@ def treat(scan: Scan, result: SpamResult | None, eff: Effective, cfg: SpamConfig
         return Disposition(headers, True, subject_prefix=cfg.subject_prefix, label="tag")
     if eff.action == "release":
         return Disposition(headers, True, label="release")
+    if eff.action == "quarantine":
+        return Disposition(headers, True, quarantine=True, label="quarantine",
+                           score=result.score, detail=",".join(result.symbols))
     return Disposition(headers, True, redirect_to=eff.box, label=eff.action)

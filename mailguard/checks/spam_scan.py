@@ -9,6 +9,7 @@ keep their disposition and the others are delivered marked `unscanned`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
@@ -53,8 +54,9 @@ class SpamdCheck:
     error_reply = TEMP_SPAMD
 
     def __init__(self, client: SpamdClient, prefs: PrefsSource, cfg: SpamdConfig,
-                 spam: SpamConfig, metrics: Metrics) -> None:
+                 spam: SpamConfig, metrics: Metrics, *, quarantine: bool = False) -> None:
         self._client = client
+        self._quarantine = quarantine  # a [quarantine] directory is configured
         self._prefs = prefs
         self._cfg = cfg
         self._spam = spam
@@ -70,8 +72,7 @@ class SpamdCheck:
         except TemporaryError as exc:
             log.error("event=prefs_error error=%r", str(exc))
             return tempfail(TEMP_PREFS, f"preferences: {exc}")
-        eff = {r: rules.effective(r, users.get(r.lower()), domains.get(_domain(r)), self._spam)
-               for r in rcpts}
+        eff = {r: self._effective(r, users, domains) for r in rcpts}
         wanted = list(dict.fromkeys(r.lower() for r in rcpts if eff[r].enabled))
         if not wanted:
             return Verdict(Action.CONTINUE, reason="filtering off for every recipient",
@@ -83,6 +84,15 @@ class SpamdCheck:
         else:
             scans = await self._scan_users(wanted, tx.data)
         return self._decide(tx, eff, scans)
+
+    def _effective(self, rcpt: str, users: Mapping[str, UserPrefs],
+                   domains: Mapping[str, DomainPrefs]) -> rules.Effective:
+        """rules.effective, with "quarantine" as "tag" where no quarantine exists."""
+        eff = rules.effective(rcpt, users.get(rcpt.lower()), domains.get(_domain(rcpt)),
+                              self._spam)
+        if eff.action == "quarantine" and not self._quarantine:
+            return dataclasses.replace(eff, action="tag")
+        return eff
 
     def _decide(self, tx: Transaction, eff: Mapping[str, rules.Effective],
                 scans: Mapping[str, tuple[rules.Scan, SpamResult | None]]) -> Verdict:
@@ -146,4 +156,6 @@ def build_spamd(res: Resources, policy: CheckPolicy) -> tuple[SpamdCheck, CheckP
 
     cfg = res.config
     client = SpamdClient(cfg.spamd.servers, timeout_s=cfg.spamd.timeout_s)
-    return SpamdCheck(client, PrefsStore(res.store.db), cfg.spamd, cfg.spam, res.metrics), policy
+    check = SpamdCheck(client, PrefsStore(res.store.db), cfg.spamd, cfg.spam, res.metrics,
+                       quarantine=cfg.quarantine.enabled)
+    return check, policy

@@ -11,13 +11,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from mailguard.settings.scan import SPAM_ACTIONS
+
 if TYPE_CHECKING:
     from mailguard.config import Config
     from mailguard.store.database import Database
     from mailguard.store.prefs import PrefsStore
     from mailguard.store.prefs_records import DomainPrefs, UserPrefs
 
-ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "delete")
 _DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
 _ADDRESS_RE = re.compile(r"^[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+$")
 
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
         "which wins over the domain's.")
     spam.add_argument("state", choices=["on", "off", "status"])
     spam.add_argument("domain", metavar="DOMAIN|ADDRESS")
-    spam.add_argument("--action", choices=ACTIONS,
+    spam.add_argument("--action", choices=SPAM_ACTIONS,
                       help="what happens to spam (default: the domain's, else "
                       "[spam] default_action)")
     spam.add_argument("--box", metavar="ADDRESS",
@@ -150,6 +151,8 @@ def describe(row: DomainPrefs | None, domain: str, config: Config) -> str:
         text += f", box {config.spam.central_box or '(not configured: tagging instead)'}"
     elif action == "user-box":
         text += f", box <user>-{config.spam.user_box_extension}@{domain}"
+    elif action == "quarantine" and not config.quarantine.enabled:
+        text += " (no [quarantine] directory: tagging instead)"
     return text
 
 

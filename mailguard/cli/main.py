@@ -32,6 +32,7 @@ GROUPS = [
     "mailguard.cli.greylist",
     "mailguard.cli.account",
     "mailguard.cli.log",
+    "mailguard.cli.quarantine",
     "mailguard.cli.web",
 ]
 

@@ -21,11 +21,13 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 from mailguard.checks.virus_scan import VIRUS_FACT
 from mailguard.clock import Clock
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered, Delivery, RefusesRecipients
+from mailguard.errors import TemporaryError
 from mailguard.headers import edit
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
@@ -35,11 +37,18 @@ from mailguard.scanning import grouping
 from mailguard.scanning.notify_api import VirusNotifier
 from mailguard.verdict import Action, CheckResult, Outcome, Reply, Stage
 
+if TYPE_CHECKING:
+    from mailguard.quarantine import QuarantineService
+
 log = logging.getLogger("mailguard.scan")
 
 TEMP_DEADLINE = Reply(451, "message scanning took too long, try again later", "4.3.0")
 TEMP_PARTIAL = Reply(451, "message queued for some recipients only, try again later", "4.3.0")
 DEADLINE_METRIC = "mailguard_scan_deadline_total"
+QUARANTINE_METRIC = "mailguard_quarantined_total"
+QUARANTINE_ERRORS_METRIC = "mailguard_quarantine_errors_total"
+TEMP_QUARANTINE = Reply(451, "cannot keep the message in quarantine, try again later",
+                        "4.3.0")
 
 
 class QueueStage:
@@ -47,14 +56,19 @@ class QueueStage:
 
     def __init__(self, pipeline: Pipeline, delivery: Delivery, *, clock: Clock,
                  metrics: Metrics, deadline_s: float,
-                 notifier: VirusNotifier | None = None) -> None:
+                 notifier: VirusNotifier | None = None,
+                 quarantine: QuarantineService | None = None) -> None:
         self.pipeline = pipeline
+        self.quarantine = quarantine
         self.delivery = delivery
         self._clock = clock
         self._metrics = metrics
         self._deadline_s = deadline_s
         self._notifier = notifier
         metrics.declare(DEADLINE_METRIC, "counter", "messages whose scans hit [scan] deadline_s")
+        metrics.declare(QUARANTINE_METRIC, "counter", "copies kept in quarantine, by kind")
+        metrics.declare(QUARANTINE_ERRORS_METRIC, "counter",
+                        "copies the quarantine could not keep")
 
     def refuses(self, rcpt: str) -> Reply | None:
         """The delivery's permanent reply for a recipient it can never store, or None."""
@@ -65,7 +79,8 @@ class QueueStage:
     def with_delivery(self, delivery: Delivery) -> QueueStage:
         """The same checks in front of another hand-over (the QMAILQUEUE wrapper's)."""
         return QueueStage(self.pipeline, delivery, clock=self._clock, metrics=self._metrics,
-                          deadline_s=self._deadline_s, notifier=self._notifier)
+                          deadline_s=self._deadline_s, notifier=self._notifier,
+                          quarantine=self.quarantine)
 
     async def process(self, session: Session, tx: Transaction, message: bytes, *,
                       scan: bool = True) -> Delivered:
@@ -92,6 +107,7 @@ class QueueStage:
             if verdict.action in (Action.REJECT, Action.TEMPFAIL):
                 virus = tx.facts.get(VIRUS_FACT, "")
                 if virus and verdict.action is Action.REJECT:
+                    await self._keep_virus(message, tx, virus)
                     await self._notify(message, tx, virus, bool(session.auth_user))
                 reply = verdict.reply or Reply(451, "temporarily refused", "4.3.0")
                 return Delivered(False, reply)
@@ -108,6 +124,44 @@ class QueueStage:
             self._metrics.inc("mailguard_notify_errors_total", kind="virus")
             log.error("event=virus_notify_failed error=%r", str(exc))
 
+    async def _keep_virus(self, message: bytes, tx: Transaction, virus: str) -> None:
+        """With `[quarantine] viruses`, a copy per recipient for the admins; the message
+        is refused whatever happens here, so a failure is logged, not answered."""
+        q = self.quarantine
+        if q is None or not q.cfg.viruses:
+            return
+        try:
+            ids = await q.keep(tx.rcpts, tx.mail_from, message, kind="virus",
+                               reasons=[virus] * len(tx.rcpts))
+        except TemporaryError as exc:
+            self._metrics.inc(QUARANTINE_ERRORS_METRIC)
+            log.error("event=quarantine_failed kind=virus error=%r", str(exc))
+            return
+        self._metrics.inc(QUARANTINE_METRIC, kind="virus", amount=len(ids))
+        log.info("event=quarantined kind=virus ids=%s", ",".join(map(str, ids)))
+
+    async def _hand_over(self, tx: Transaction, g: grouping.Group,
+                         copy: bytes) -> Delivered:
+        """A group's copy to the delivery, or to the quarantine (one entry per
+        recipient; the queue id lists them as q<id>)."""
+        if not g.disposition.quarantine:
+            return await self.delivery.deliver(tx.mail_from, g.envelope, copy)
+        if self.quarantine is None:  # the spam check falls back to "tag" before this
+            return Delivered(False, TEMP_QUARANTINE)
+        ds = [tx.dispositions.get(r) for r in g.originals]
+        try:
+            ids = await self.quarantine.keep(
+                g.originals, tx.mail_from, copy, kind="spam",
+                scores=[d.score if d else None for d in ds],
+                reasons=[d.detail if d else "" for d in ds])
+        except TemporaryError as exc:
+            self._metrics.inc(QUARANTINE_ERRORS_METRIC)
+            log.error("event=quarantine_failed kind=spam error=%r", str(exc))
+            return Delivered(False, TEMP_QUARANTINE)
+        self._metrics.inc(QUARANTINE_METRIC, kind="spam", amount=len(ids))
+        return Delivered(True, accepted_reply(self._clock.now(), 0),
+                         ",".join(f"q{i}" for i in ids), exit_code=EX_OK)
+
     async def _queue(self, tx: Transaction, message: bytes, *, edited: bool) -> Delivered:
         """`edited`: the QUEUE checks ran, so every copy loses incoming headers that
         would pass for ours and gets our status lines; otherwise it goes as it is."""
@@ -122,7 +176,7 @@ class QueueStage:
             if edited:
                 copy = edit(message, drop=functools.partial(_drops, g), prepend=prepend,
                             subject_prefix=g.disposition.subject_prefix)
-            delivered = await self.delivery.deliver(tx.mail_from, g.envelope, copy)
+            delivered = await self._hand_over(tx, g, copy)
             if not delivered.accepted:
                 if i == 0:
                     return delivered

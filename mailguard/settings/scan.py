@@ -11,8 +11,10 @@ from typing import Literal
 
 from mailguard.settings.base import Invalid, parse_hostport
 
-SPAM_ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "delete")
-SpamAction = Literal["tag", "release", "user-box", "domain-box", "central-box", "delete"]
+SPAM_ACTIONS = ("tag", "release", "user-box", "domain-box", "central-box", "quarantine",
+                "delete")
+SpamAction = Literal["tag", "release", "user-box", "domain-box", "central-box", "quarantine",
+                     "delete"]
 _ADDRESS_RE = re.compile(r"^[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+$")
 _LOCALPART_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 

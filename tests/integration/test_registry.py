@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from mailguard import registry
-from mailguard.app import build_checks, build_delivery
+from mailguard.app import build_checks
 from mailguard.clock import FrozenClock
 from mailguard.config import load, to_toml
+from mailguard.delivery.methods import build_delivery
 from mailguard.errors import ConfigError
 from mailguard.metrics import Metrics
 from mailguard.policy import CheckPolicy, Mode, OnError
