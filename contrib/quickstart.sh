@@ -118,6 +118,7 @@ CONFIG="$HOME_DIR/mailguard.toml"
     "control.socket=\"$CONTROL\"" \
     "web.listen=\"$WEB_LISTEN\"" \
     "web.cookie_secure=false" \
+    "quarantine.directory=\"$HOME_DIR/quarantine\"" \
     "delivery.qmail_queue=\"$REPO_ROOT/tests/tools/recording_qmail_queue.py\""
 cat "$CONFIG.tmp" >>"$CONFIG" && rm -f "$CONFIG.tmp"
 .venv/bin/mailguard config check --config "$CONFIG" >/dev/null 2>&1 \

@@ -43,6 +43,7 @@ from mailguard.store.quarantine import (
 log = logging.getLogger("mailguard.quarantine")
 
 DONE_KEPT_S = 7 * 86400  # released/deleted rows stay listed (history) this long
+PURGE_EVERY_S = 3600.0  # a process that keeps copies purges expired ones this often
 RELEASED_HEADER = "X-MailGuard-Released"
 MAX_FIELD = 500  # characters of Subject/From kept in the row
 
@@ -86,6 +87,8 @@ class QuarantineService:
         self.store = QuarantineStore(db)
         self._clock = clock
         self._dir = Path(cfg.directory)
+        self._last_purge: float | None = None
+        self._purge_task: asyncio.Task[int] | None = None
 
     # --- keeping --------------------------------------------------------------------------
 
@@ -103,12 +106,35 @@ class QuarantineService:
                                 scores[i] if i < len(scores) else None, len(message), kind,
                                 reasons[i] if i < len(reasons) else "", paths[i])
                        for i, r in enumerate(rcpts)]
-            return await self.store.add(entries, now, now + self.cfg.days * 86400)
+            ids = await self.store.add(entries, now, now + self.cfg.days * 86400)
         except BaseException:
             for p in paths:
                 with contextlib.suppress(OSError):
                     (self._dir / p).unlink()
             raise
+        self._purge_soon()
+        return ids
+
+    def _purge_soon(self) -> None:
+        """Expiry without cron: at most hourly, in the background (never on the path of
+        the message that triggered it). `mailguard quarantine purge` does the same."""
+        mono = self._clock.monotonic()
+        if self._purge_task is not None and not self._purge_task.done():
+            return
+        if self._last_purge is not None and mono - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = mono
+        self._purge_task = asyncio.get_running_loop().create_task(self._purge_logged())
+
+    async def _purge_logged(self) -> int:
+        try:
+            n = await self.purge()
+        except TemporaryError as exc:
+            log.error("event=quarantine_purge_failed error=%r", str(exc))
+            return 0
+        if n:
+            log.info("event=quarantine_purged entries=%d", n)
+        return n
 
     def _write(self, message: bytes, now: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(now))

@@ -162,12 +162,12 @@ class QuarantineStore:
 
     async def expired(self, now: float, *, keep_done_s: float,
                       limit: int = 1000) -> list[Entry]:
-        """Held entries past their expiry, and released/deleted rows older than
-        `keep_done_s`: what a purge removes, oldest first, at most `limit`."""
+        """Held entries past their expiry, and rows released/deleted more than
+        `keep_done_s` ago: what a purge removes, oldest first, at most `limit`."""
         query = select(Quarantine).where(
             ((Quarantine.status == HELD) & (Quarantine.expires_ts < now))
             | (Quarantine.status.in_((RELEASED, DELETED))
-               & (Quarantine.ts < now - keep_done_s))
+               & (Quarantine.status_ts < now - keep_done_s))
         ).order_by(Quarantine.id).limit(limit)
         with translate_errors("reading quarantine", self._db.url):
             async with self._db.engine.connect() as conn:

@@ -15,6 +15,7 @@ from mailguard.settings.dns import DnsConfig
 from mailguard.settings.dnsbl import DnsblConfig, DnsblZone
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
+from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.spf import SpfConfig
 from mailguard.settings.web import WebConfig
 
@@ -68,6 +69,7 @@ FEATURES = [
     ("dnsbl.md", DnsblZone, "dnsbl.zones[]."),
     ("greylist.md", GreylistConfig, "greylist."),
     ("web.md", WebConfig, "web."),
+    ("quarantine.md", QuarantineConfig, "quarantine."),
     ("spf.md", SpfConfig, "spf."),
     ("limits.md", TarpitConfig, "tarpit."),
     ("limits.md", LimitsConfig, "limits."),
