@@ -36,8 +36,12 @@ packages=(clamav-daemon clamav clamav-testfiles spamassassin spamd libdbd-sqlite
           swaks python3-venv)
 commands=(clamd sigtool spamd swaks)
 if [ "$PROFILE" = all ]; then
-    packages+=(clamdscan spamc libdbd-pg-perl rbldnsd bind9-dnsutils ucspi-tcp)
-    commands+=(clamdscan spamc rbldnsd tcpserver dig)
+    packages+=(clamdscan spamc libdbd-pg-perl rbldnsd bind9-dnsutils ucspi-tcp socat stunnel4)
+    commands+=(clamdscan spamc rbldnsd tcpserver dig socat stunnel4)
+fi
+if [ "$PROFILE" = all ]; then  # the web page's browser tests (Selenium drives them)
+    packages+=(chromium chromium-driver)
+    commands+=(chromium chromedriver)
 fi
 if [ "$BENCH" -eq 1 ]; then
     packages+=(postfix gcc libc6-dev)

@@ -159,9 +159,19 @@ if [ ! -s "$HOME_DIR/joe.password" ]; then
 fi
 .venv/bin/mailguard account passwd joe@example.com --store "$STORE" \
     <"$HOME_DIR/joe.password" >/dev/null
+# ... and the server admin, admin@example.com (the web page's admin pages: domains,
+# users, overrides, greylisting, panic switch), made the same way.
+if [ ! -s "$HOME_DIR/admin.password" ]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' \
+        >"$HOME_DIR/admin.password")
+fi
+.venv/bin/mailguard account passwd admin@example.com --store "$STORE" \
+    <"$HOME_DIR/admin.password" >/dev/null
+.venv/bin/mailguard role grant admin@example.com '*' --store "$STORE" >/dev/null
 cat <<MSG
 [quickstart] the web page for mail users: http://$WEB_LISTEN/  (plain HTTP: this machine only)
 [quickstart]   log in as joe@example.com, password: $(cat "$HOME_DIR/joe.password")
+[quickstart]   the server admin: admin@example.com, password: $(cat "$HOME_DIR/admin.password")
 [quickstart] spamd reads per-user SpamAssassin preferences from the store ($STORE_DB).
 [quickstart] starting: mailguard serve --config $CONFIG   (listening on $LISTEN)
 [quickstart] Try it from another terminal, in $REPO_ROOT:

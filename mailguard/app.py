@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import replace
 
-from mailguard import registry
+from mailguard import registry, summary
 from mailguard.clock import Clock, SystemClock
 from mailguard.config import Config
 from mailguard.control.daemon import start_control
 from mailguard.delivery.methods import build_delivery
-from mailguard.frontend.metrics_http import MetricsServer
+from mailguard.frontend.live import LiveServices
+from mailguard.frontend.metrics_http import MetricsServer, StoreGauges
 from mailguard.frontend.server import SmtpServer
 from mailguard.frontend.services import Services
 from mailguard.frontend.smtpauth import build_smtp_auth
 from mailguard.frontend.tls import build_tls_context
 from mailguard.metrics import Metrics
 from mailguard.notify.virus import MailNotifier
+from mailguard.notify.watchdog import start_watchdog
 from mailguard.pipeline import Check, Pipeline
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.quarantine import QuarantineService
@@ -114,17 +118,16 @@ def build_quarantine(res: Resources) -> QuarantineService | None:
     return QuarantineService(res.config.quarantine, res.store.db, res.clock)
 
 
-async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit status."""
-    clock = clock or SystemClock()
-    metrics = Metrics()
-    metrics.declare("mailguard_transactions_total", "counter", "SMTP transactions by outcome")
-    metrics.declare("mailguard_connections_total", "counter", "SMTP connections accepted")
-    tls_context = build_tls_context(config)  # a bad certificate stops the start here
-    store = await Store.open(config.store.url)
-    res = Resources(config, clock, metrics, store, build_delivery(config, clock))
-    res.closers.append(store.close)
-    writer = RecordWriter(store, metrics)
+def build_services(config: Config, *, clock: Clock, metrics: Metrics, store: Store,
+                   record: Callable[[MessageRecord], None],
+                   previous: Services | None = None) -> tuple[Services, Resources]:
+    """One generation of the daemon's parts from `config`: checks, pipeline, QUEUE stage,
+    TLS context and AUTH. The store, metrics and clock are the daemon's for its whole
+    life; a reload builds a new generation around them (AUTH, with its failure counters,
+    is kept when `[auth]` did not change). Raises ConfigError (e.g. a certificate that
+    does not load)."""
+    tls_context = build_tls_context(config)  # a bad certificate stops the build here
+    res = Resources(config, clock, metrics, store, build_delivery(config, clock, metrics))
     pipeline = Pipeline(build_checks(res), metrics)
     queue_stage = QueueStage(pipeline, res.delivery, clock=clock, metrics=metrics,
                              deadline_s=config.scan.deadline_s,
@@ -132,24 +135,103 @@ async def run_daemon(config: Config, *, clock: Clock | None = None) -> int:
                              else None,
                              quarantine=build_quarantine(res))
     services = Services.build(config, clock=clock, metrics=metrics, pipeline=pipeline,
-                              queue_stage=queue_stage, record=writer.put,
+                              queue_stage=queue_stage, record=record,
                               on_accepted=res.on_accepted)
     services.tls = tls_context
-    services.auth = build_smtp_auth(config, store, clock, metrics)
-    server = SmtpServer(services)
+    if previous is not None:
+        services.tasks = previous.tasks  # hand-overs of every generation finish at shutdown
+    if previous is not None and previous.config.auth == config.auth:
+        services.auth = previous.auth
+    else:
+        services.auth = build_smtp_auth(config, store, clock, metrics)
+    return services, res
+
+
+# What a running daemon cannot change: it is bound, opened or set up once. A reload
+# that changes one of these logs it and keeps the running value.
+RESTART_ONLY = (("server", "listen"), ("tls", "smtps_listen"), ("store", "url"),
+                ("control", None), ("metrics", "listen"), ("log", None),
+                ("alerts", None))  # the alert watchdog is started once
+
+
+def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """`new` with the RESTART_ONLY values of `old`, and the names of those that differ."""
+    changed: list[str] = []
+    for section, key in RESTART_ONLY:
+        was, now = getattr(old, section), getattr(new, section)
+        if key is None:
+            if was != now:
+                changed.append(section)
+                new = replace(new, **{section: was})
+        elif getattr(was, key) != getattr(now, key):
+            changed.append(f"{section}.{key}")
+            new = replace(new, **{section: replace(now, **{key: getattr(was, key)})})
+    return new, changed
+
+
+async def run_daemon(config: Config, *, clock: Clock | None = None,
+                     reload_config: Callable[[], Config] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit status. `reload_config` reads
+    the configuration again (file, command-line flags, control files): on SIGHUP and
+    when a qmail control file changes (docs/drop-in.md); None = no reloading."""
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    summary.declare_metrics(metrics)  # transactions: counts and duration
+    metrics.declare("mailguard_connections_open", "gauge", "SMTP sessions open",
+                    aggregate="livesum")
+    metrics.declare("mailguard_connections_total", "counter", "SMTP connections accepted")
+    metrics.declare("mailguard_reloads_total", "counter", "configuration reloads by outcome")
+    build_tls_context(config)  # a bad certificate stops the start before the store opens
+    store = await Store.open(config.store.url)
+    writer = RecordWriter(store, metrics)
+    services, res = build_services(config, clock=clock, metrics=metrics, store=store,
+                                   record=writer.put)
+    res.closers.append(store.close)
+
+    def rebuild(why: str) -> Services:
+        assert reload_config is not None
+        current = live.services
+        try:
+            fresh, restart = keep_restart_only(current.config, reload_config())
+            built, built_res = build_services(fresh, clock=clock, metrics=metrics,
+                                              store=store, record=writer.put,
+                                              previous=current)
+        except Exception:
+            metrics.inc("mailguard_reloads_total", outcome="failed")
+            raise
+        if restart:
+            log.warning("event=reload_restart_needed reason=%r keys=%s kept=running values",
+                        why, ",".join(restart))
+        metrics.inc("mailguard_reloads_total", outcome="ok")
+        # what the new checks opened closes at shutdown, after the control socket's
+        # hand-overs (which may still use them) and before the store
+        after_store = res.closers.index(store.close) + 1  # closers run last to first
+        res.closers[after_store:after_store] = built_res.closers
+        return built
+
+    def sighup() -> None:
+        live.reload("SIGHUP")
+
+    live = LiveServices(services, rebuild if reload_config is not None else None)
+    server = SmtpServer(live)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, sighup)
     writer.start()
     try:
         await server.start()
         if config.metrics.listen:
-            metrics_server = MetricsServer(metrics, config.metrics.listen)
+            gauges = StoreGauges(store.db, metrics, clock,
+                                 whitelist_after=config.greylist.auto_whitelist_after)
+            metrics_server = MetricsServer(metrics, config.metrics.listen,
+                                           refresh=gauges.refresh)
             await metrics_server.start()
             res.closers.append(metrics_server.stop)
+        res.closers.append(start_watchdog(config, metrics=metrics, db=store.db, clock=clock).stop)
         if config.control.enabled:  # after the listeners; its closer waits for hand-overs
-            await start_control(res, services, server.tracker)
+            await start_control(res, live, server.tracker)
         log.info("event=ready hostname=%s domains=%s delivery=%s store=%s",
                  config.server.hostname, ",".join(config.server.local_domains) or "-",
                  config.delivery.method, _redact(config.store.url))

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from mailguard import registry
 from mailguard.errors import ConfigError
 from mailguard.policy import CheckPolicy, Mode
+from mailguard.settings.alerts import AlertsConfig
 from mailguard.settings.auth import AuthConfig, TlsConfig
 from mailguard.settings.base import Invalid, parse_hostport
 from mailguard.settings.control import ControlConfig
@@ -25,6 +26,7 @@ from mailguard.settings.dnsbl import DnsblConfig
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
 from mailguard.settings.metrics import MetricsConfig
+from mailguard.settings.qmail_watch import QmailWatchConfig
 from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.queue import QueueConfig
 from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
@@ -53,6 +55,9 @@ class ServerConfig:
     badmailfrom: tuple[str, ...] = ()  # senders (addr or @domain) refused at RCPT
     databytes: int | None = None  # max message bytes, 0 = no limit (qmail `databytes`)
     timeout_s: int | None = None  # idle timeout per command (qmail `timeoutsmtpd`, 1200)
+    # SIZE, SMTPUTF8, STARTTLS, AUTH beyond qmail-smtpd's EHLO (docs/drop-in.md); unset =
+    # on for our own listeners, off (qmail-smtpd's exact dialogue) for drop-in sessions
+    extensions: bool | None = None
     max_connections: int = 500  # total concurrent sessions; more get 421
     max_connections_per_ip: int = 20  # concurrent sessions per client IP; more get 421
     max_hops: int = 100  # Received/Delivered-To lines that mean a loop (qmail: 100)
@@ -144,6 +149,8 @@ class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     virus: VirusConfig = field(default_factory=VirusConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    qmail_watch: QmailWatchConfig = field(default_factory=QmailWatchConfig)
     # feature sections: one line each, the dataclass in mailguard/settings/<feature>.py
     checks: Mapping[str, CheckPolicy] = field(default_factory=dict)
     source: str = "(defaults)"  # where the config came from, for messages
@@ -346,6 +353,9 @@ def to_toml(config: Config) -> str:
             continue
         lines.append(f"\n[{section}]")
         for f in fields(obj):
+            if getattr(obj, f.name) is None:  # unset (TOML has no null): left out, noted
+                lines.append(f"# {f.name}: unset")
+                continue
             lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
     for spec in registry.CHECKS:  # in run order, every check, defaults included
         pol = config.policy(spec.name)

@@ -39,12 +39,14 @@ class Check(Protocol):
     async def evaluate(self, stage: Stage, session: Session) -> Verdict: ...
 
 
+CHECK_SECONDS = "mailguard_check_duration_seconds"
 ERROR_REPLY = Reply(451, "temporary failure, please try again later", "4.3.0")
 
 
 def declare_metrics(metrics: Metrics) -> None:
     metrics.declare("mailguard_check_runs_total", "counter", "Check runs by check and outcome")
     metrics.declare("mailguard_check_errors_total", "counter", "Check errors by check and policy")
+    metrics.declare(CHECK_SECONDS, "histogram", "Check latency by check (errors, timeouts too)")
 
 
 class Pipeline:
@@ -99,6 +101,7 @@ class Pipeline:
             Action.CONTINUE: Outcome.PASS,
             Action.ACCEPT: Outcome.PASS,
         }.get(verdict.action, Outcome.FAIL)
+        elapsed = clock.monotonic() - started
         session.record(
             CheckResult(
                 check.name,
@@ -107,10 +110,11 @@ class Pipeline:
                 verdict.action,
                 enforced,
                 verdict.reason,
-                clock.monotonic() - started,
+                elapsed,
             )
         )
         self._metrics.inc("mailguard_check_runs_total", check=check.name, outcome=str(outcome))
+        self._metrics.observe(CHECK_SECONDS, elapsed, check=check.name)
         if not enforced and verdict.stops:
             log.info("check=%s stage=%s shadow=%s reason=%s", check.name, stage,
                      verdict.action, verdict.reason)
@@ -129,6 +133,7 @@ class Pipeline:
     ) -> Verdict:
         fail_closed = policy.on_error is OnError.TEMPFAIL and policy.mode is Mode.ENFORCE
         action = Action.TEMPFAIL if fail_closed else Action.CONTINUE
+        elapsed = session.clock.monotonic() - started
         session.record(
             CheckResult(
                 check.name,
@@ -137,10 +142,11 @@ class Pipeline:
                 action,
                 policy.mode is Mode.ENFORCE,
                 detail,
-                session.clock.monotonic() - started,
+                elapsed,
             )
         )
         self._metrics.inc("mailguard_check_runs_total", check=check.name, outcome="error")
+        self._metrics.observe(CHECK_SECONDS, elapsed, check=check.name)
         self._metrics.inc(
             "mailguard_check_errors_total", check=check.name, policy=str(policy.on_error)
         )

@@ -17,6 +17,13 @@ log = logging.getLogger("mailguard.smtp")
 
 _RANK = {Outcome.PASS: 0, Outcome.SKIP: 1, Outcome.FAIL: 2, Outcome.ERROR: 3}
 DETAIL_MAX = 200  # characters of a check's detail kept in the line
+TRANSACTION_SECONDS = "mailguard_smtp_transaction_duration_seconds"
+
+
+def declare_metrics(metrics: Metrics) -> None:
+    metrics.declare("mailguard_transactions_total", "counter", "SMTP transactions by outcome")
+    metrics.declare(TRANSACTION_SECONDS, "histogram",
+                    "SMTP transaction duration (MAIL to the final reply) by outcome")
 
 
 def _quote(value: str) -> str:
@@ -56,6 +63,32 @@ def _weight(r: CheckResult) -> tuple[int, bool]:
     return _RANK[r.outcome], _delayed(r)
 
 
+def direction_of(session: Session) -> str:
+    """"out": an authenticated user sent it; "relay": a client allowed to relay by its
+    address (RELAYCLIENT, relay_networks); "in": everyone else."""
+    if session.auth_user:
+        return "out"
+    return "relay" if session.relay_client else "in"
+
+
+def dispositions_text(tx: Transaction, *, accepted: bool) -> str:
+    """What happened to each recipient, counted: of an accepted message "delivered",
+    "quarantined", "deleted" (a spam box counts as delivered); recipients refused at
+    RCPT as "refused4" / "refused5" by reply class. E.g. "delivered=2,refused4=1"."""
+    counts: dict[str, int] = {}
+    if accepted:
+        for rcpt in tx.rcpts:
+            d = tx.dispositions.get(rcpt)
+            what = "deleted" if d is not None and d.drop else (
+                "quarantined" if d is not None and d.quarantine else "delivered")
+            counts[what] = counts.get(what, 0) + 1
+    for refused in tx.refused:
+        code = refused.rpartition("=")[2][:1]
+        if code in ("4", "5"):
+            counts[f"refused{code}"] = counts.get(f"refused{code}", 0) + 1
+    return ",".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
 def summary_line(rec: MessageRecord, refused: Sequence[str] = (), *, auth: str = "",
                  checks: str | None = None, extra: Sequence[tuple[str, str]] = ()) -> str:
     """`auth` (the SMTP AUTH user) appears only when set; `checks` replaces the record's
@@ -88,6 +121,7 @@ def log_transaction(session: Session, tx: Transaction, *, outcome: str, code: in
     """Write the transaction's summary line, count it, and queue its record.
     `started`: the clock's monotonic time at MAIL (or when the message came in)."""
     results = (*session.results, *tx.results)
+    elapsed = clock.monotonic() - started
     rec = MessageRecord(
         ts=clock.now(),
         session_id=session.session_id,
@@ -99,10 +133,13 @@ def log_transaction(session: Session, tx: Transaction, *, outcome: str, code: in
         outcome=outcome,
         reply_code=code,
         queue_id=queue_id,
-        duration_ms=int((clock.monotonic() - started) * 1000),
+        duration_ms=int(elapsed * 1000),
         verdicts=checks_text(results, detail=False),
+        direction=direction_of(session),
+        dispositions=dispositions_text(tx, accepted=outcome == "accepted"),
     )
     metrics.inc("mailguard_transactions_total", outcome=outcome)
+    metrics.observe(TRANSACTION_SECONDS, elapsed, outcome=outcome)
     log.info("%s", summary_line(rec, tx.refused, auth=session.auth_user,
                                 checks=checks_text(results), extra=extra))
     record(rec)

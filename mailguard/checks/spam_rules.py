@@ -42,10 +42,13 @@ def effective(address: str, user: UserPrefs | None, domain: DomainPrefs | None,
               cfg: SpamConfig) -> Effective:
     """Filtering is off unless the user or the domain turned it on; an unknown or
     unusable action falls back to the configured default, a central box that is not
-    configured to "tag" (delivered, never lost)."""
+    configured to "tag" (delivered, never lost). A domain whose users may not override
+    its settings decides filtering on/off and the action whatever the user chose."""
     enabled = False
     if domain is not None:
         enabled = domain.spam_enabled
+        if not domain.users_may_override and user is not None:
+            user = UserPrefs(user.address, None, None, user.spam_box, user.language)
     if user is not None and user.spam_enabled is not None:
         enabled = user.spam_enabled
     action = (user.spam_action if user is not None else None) or (

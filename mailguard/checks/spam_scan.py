@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from mailguard.checks import spam_rules as rules
+from mailguard.checks.virus_scan import SCAN_SECONDS, SCANNER_UP
+from mailguard.clock import Clock
 from mailguard.context import Session, Transaction
 from mailguard.errors import PermanentError, TemporaryError
 from mailguard.metrics import Metrics
@@ -44,6 +46,10 @@ class PrefsSource(Protocol):
 def declare_metrics(metrics: Metrics) -> None:
     metrics.declare(SCAN_METRIC, "counter", "content scans by scanner and result")
     metrics.declare(SPAM_ACTION_METRIC, "counter", "spam recipients by disposition")
+    metrics.declare(SCAN_SECONDS, "histogram", "content scan latency by scanner (errors too)")
+    # several workers: 0 when any live worker's last scan failed
+    metrics.declare(SCANNER_UP, "gauge", "1 when the scanner's last scan got an answer",
+                    aggregate="livemin")
 
 
 class SpamdCheck:
@@ -82,7 +88,7 @@ class SpamdCheck:
             scans: dict[str, tuple[rules.Scan, SpamResult | None]] = {
                 u: (rules.Scan.TOO_LARGE, None) for u in wanted}
         else:
-            scans = await self._scan_users(wanted, tx.data)
+            scans = await self._scan_users(wanted, tx.data, session.clock)
         return self._decide(tx, eff, scans)
 
     def _effective(self, rcpt: str, users: Mapping[str, UserPrefs],
@@ -122,19 +128,25 @@ class SpamdCheck:
         return Verdict(Action.CONTINUE, reason=f"ham {scores}")
 
     async def _scan_users(
-        self, users: list[str], message: bytes
+        self, users: list[str], message: bytes, clock: Clock
     ) -> dict[str, tuple[rules.Scan, SpamResult | None]]:
         limit = asyncio.Semaphore(self._cfg.max_parallel)
         report = self._spam.report_header
 
         async def one(user: str) -> SpamResult:
             async with limit:
-                return await self._client.check(message, user, report=report)
+                started = clock.monotonic()
+                try:
+                    return await self._client.check(message, user, report=report)
+                finally:  # one spamd run per recipient; failures are timed too
+                    self._metrics.observe(SCAN_SECONDS, clock.monotonic() - started,
+                                          scanner="spamd")
 
         results = await asyncio.gather(*(one(u) for u in users), return_exceptions=True)
         out: dict[str, tuple[rules.Scan, SpamResult | None]] = {}
         for user, res in zip(users, results, strict=True):
             if isinstance(res, SpamResult):
+                self._metrics.set(SCANNER_UP, 1.0, scanner="spamd")
                 self._metrics.inc(SCAN_METRIC, scanner="spamd",
                                   result="spam" if res.spam else "ham")
                 out[user] = (rules.Scan.SPAM if res.spam else rules.Scan.HAM, res)
@@ -142,6 +154,7 @@ class SpamdCheck:
             if not isinstance(res, TemporaryError | PermanentError):
                 raise res  # a bug, or cancellation: not a scanner failure
             self._metrics.inc(SCAN_METRIC, scanner="spamd", result="error")
+            self._metrics.set(SCANNER_UP, 0.0, scanner="spamd")
             log.warning("event=scan_error scanner=spamd user=%s error=%r", user, str(res))
             out[user] = (rules.Scan.ERROR, None)
         return out

@@ -22,6 +22,8 @@ from mailguard.verdict import Action, Outcome, Reply, Stage, Verdict, reject, te
 log = logging.getLogger("mailguard.scan")
 
 SCAN_METRIC = "mailguard_scan_total"
+SCAN_SECONDS = "mailguard_scan_duration_seconds"
+SCANNER_UP = "mailguard_scanner_up"
 VIRUS_HEADER = "X-MailGuard-Virus-Scan"
 VIRUS_FACT = "virus"  # tx.facts: the virus found (the QUEUE stage warns about it)
 TEMP_CLAMD = Reply(451, "virus scanner unavailable, try again later", "4.3.0")
@@ -31,6 +33,10 @@ PERM_TOO_LARGE = Reply(554, "message too large for the virus scanner", "5.3.4")
 
 def declare_metrics(metrics: Metrics) -> None:
     metrics.declare(SCAN_METRIC, "counter", "content scans by scanner and result")
+    metrics.declare(SCAN_SECONDS, "histogram", "content scan latency by scanner (errors too)")
+    # several workers: 0 when any live worker's last scan failed
+    metrics.declare(SCANNER_UP, "gauge", "1 when the scanner's last scan got an answer",
+                    aggregate="livemin")
 
 
 class ClamdCheck:
@@ -49,13 +55,19 @@ class ClamdCheck:
     async def evaluate(self, stage: Stage, session: Session) -> Verdict:
         tx = session.transaction
         assert tx is not None
+        started = session.clock.monotonic()
         try:
             result = await self._client.scan(tx.data)
         except (TemporaryError, PermanentError) as exc:
+            self._metrics.observe(SCAN_SECONDS, session.clock.monotonic() - started,
+                                  scanner="clamd")
+            self._metrics.set(SCANNER_UP, 0.0, scanner="clamd")
             self._metrics.inc(SCAN_METRIC, scanner="clamd", result="error")
             # only seen when the policy lets the message go on (on_error = open)
             tx.queue_headers.append(header_line(VIRUS_HEADER, "unscanned (error)"))
             raise TemporaryError(str(exc)) from None
+        self._metrics.observe(SCAN_SECONDS, session.clock.monotonic() - started, scanner="clamd")
+        self._metrics.set(SCANNER_UP, 1.0, scanner="clamd")
         if isinstance(result, TooLarge):
             self._metrics.inc(SCAN_METRIC, scanner="clamd", result="too_large")
             why = f"too large for clamd ({result.size} > {result.limit} bytes)"

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailguard.store.database import Database
 
-MIN_PASSWORD = 8  # refused below this: AUTH is open to the whole internet
-
 
 def register(sub: Any) -> None:
     from mailguard.cli.main import add_common  # noqa: PLC0415
@@ -55,6 +53,7 @@ def read_password(prompt: bool) -> str:
 def _cmd_account(args: argparse.Namespace) -> int:
     from mailguard.cli.main import load_config  # noqa: PLC0415
     from mailguard.cli.store_command import run_with_store  # noqa: PLC0415
+    from mailguard.store.accounts import MIN_PASSWORD  # noqa: PLC0415
 
     config = load_config(args)
     action: str = args.account_command

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mailguard.settings.scan import SPAM_ACTIONS
+from mailguard.store.prefs_records import valid_domain
 
 if TYPE_CHECKING:
     from mailguard.config import Config
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from mailguard.store.prefs import PrefsStore
     from mailguard.store.prefs_records import DomainPrefs, UserPrefs
 
-_DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
 _ADDRESS_RE = re.compile(r"^[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+$")
 
 
@@ -43,6 +43,9 @@ def register(sub: Any) -> None:
                       help="the spam box for --action domain-box (a domain; default "
                       "spam@DOMAIN) or user-box (a user; default USER-spam@DOMAIN); "
                       "'' resets it")
+    spam.add_argument("--users-may-override", choices=["yes", "no"],
+                      help="for a domain: may its users choose their own filtering on/off "
+                      "and action (default yes; 'no': the domain decides for everyone)")
     add_common(spam)
     spam.set_defaults(func=_cmd_spam)
     lst = dsub.add_parser("list", help="domains with settings")
@@ -56,21 +59,25 @@ def _cmd_spam(args: argparse.Namespace) -> int:
     if "@" in args.domain:
         return _cmd_user_spam(args)
     domain = args.domain.strip().lower().rstrip(".")
-    if not _DOMAIN_RE.match(domain):
+    if not valid_domain(domain):
         print(f"mailguard: {args.domain!r} is not a domain name", file=sys.stderr)
         return EXIT_USAGE
     if args.box and not _ADDRESS_RE.match(args.box):
         print(f"mailguard: --box {args.box!r} is not an address", file=sys.stderr)
         return EXIT_USAGE
-    if args.state == "status" and (args.action or args.box is not None):
-        print("mailguard: --action/--box go with 'on' or 'off'", file=sys.stderr)
+    if args.state == "status" and (args.action or args.box is not None
+                                   or args.users_may_override):
+        print("mailguard: --action/--box/--users-may-override go with 'on' or 'off'",
+              file=sys.stderr)
         return EXIT_USAGE
     config: Config = load_config(args)
+    may = None if args.users_may_override is None else args.users_may_override == "yes"
 
     async def act(prefs: PrefsStore, now: float) -> int:
         if args.state != "status":
             await prefs.set_domain(domain, now, spam_enabled=args.state == "on",
-                                   spam_action=args.action, spam_box=args.box)
+                                   spam_action=args.action, spam_box=args.box,
+                                   users_may_override=may)
         row = await prefs.domain(domain)
         print(describe(row, domain, config))
         return 0
@@ -86,6 +93,9 @@ def _cmd_user_spam(args: argparse.Namespace) -> int:
         if not _ADDRESS_RE.match(value):
             print(f"mailguard: {value!r} is not {what}", file=sys.stderr)
             return EXIT_USAGE
+    if args.users_may_override:
+        print("mailguard: --users-may-override is a domain's setting", file=sys.stderr)
+        return EXIT_USAGE
     if args.state == "status" and (args.action or args.box is not None):
         print("mailguard: --action/--box go with 'on' or 'off'", file=sys.stderr)
         return EXIT_USAGE
@@ -113,8 +123,11 @@ def describe_user(address: str, user: UserPrefs | None, domain: DomainPrefs | No
     from mailguard.checks.spam_rules import effective  # noqa: PLC0415
 
     eff = effective(address, user, domain, config.spam)
-    own = user is not None and user.spam_enabled is not None
+    locked = domain is not None and not domain.users_may_override
+    own = user is not None and user.spam_enabled is not None and not locked
     whose = "own setting" if own else f"from {address.rpartition('@')[2]}"
+    if locked:
+        whose += ", which users may not override"
     if not eff.enabled:
         return f"{address}: spam filtering off ({whose})"
     box = f", box {eff.box}" if eff.box else ""
@@ -139,8 +152,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def describe(row: DomainPrefs | None, domain: str, config: Config) -> str:
     """One line an admin reads: state, action (and where spam goes)."""
+    lock = "; users may not override it" if row is not None and not row.users_may_override \
+        else ""
     if row is None or not row.spam_enabled:
-        return f"{domain}: spam filtering off"
+        return f"{domain}: spam filtering off{lock}"
     action = row.spam_action or config.spam.default_action
     text = f"{domain}: spam filtering on, action {action}"
     if not row.spam_action:
@@ -153,7 +168,7 @@ def describe(row: DomainPrefs | None, domain: str, config: Config) -> str:
         text += f", box <user>-{config.spam.user_box_extension}@{domain}"
     elif action == "quarantine" and not config.quarantine.enabled:
         text += " (no [quarantine] directory: tagging instead)"
-    return text
+    return text + lock
 
 
 def run(config: Config, action: Callable[[PrefsStore, float], Awaitable[int]]) -> int:

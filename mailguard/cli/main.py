@@ -32,7 +32,9 @@ GROUPS = [
     "mailguard.cli.greylist",
     "mailguard.cli.account",
     "mailguard.cli.log",
+    "mailguard.cli.qmail_watch",
     "mailguard.cli.quarantine",
+    "mailguard.cli.role",
     "mailguard.cli.web",
 ]
 
@@ -95,8 +97,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     setup_logging(config.log.level, config.log.format)
+    path, overrides = _config_path(args), _overrides(args)
+
+    def reload_config() -> Any:  # SIGHUP, a changed control file: the same sources again
+        from mailguard.config import load  # noqa: PLC0415
+
+        return load(path, overrides)
+
     try:
-        return asyncio.run(run_daemon(config))
+        return asyncio.run(run_daemon(config, reload_config=reload_config))
     except ConfigError as exc:  # found at start-up, e.g. a certificate that does not load
         print(f"mailguard: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -171,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] in (["smtpd"], ["queue"]):  # per connection / message: no argparse
         lean = importlib.import_module(f"mailguard.lean.{words[0]}")
+        if words[1:2] in (["-h"], ["--help"]):  # usage, never the control socket
+            sys.stdout.write(f"usage: mailguard {words[0]}\n\n{lean.__doc__ or ''}")
+            return EXIT_OK
         return int(lean.main())
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailguard.control.queueop import QueueOp
 from mailguard.control.server import ControlError, ControlServer
@@ -11,6 +11,8 @@ from mailguard.control.smtpop import SmtpOp
 from mailguard.delivery.methods import build_qmail_queue
 
 if TYPE_CHECKING:
+    from mailguard.control.server import Handler, Reply
+    from mailguard.frontend.live import LiveServices
     from mailguard.frontend.protocol import Tracker
     from mailguard.frontend.services import Services
     from mailguard.resources import Resources
@@ -18,19 +20,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailguard.control")
 
 
-async def start_control(res: Resources, services: Services,
+async def start_control(res: Resources, live: LiveServices,
                         tracker: Tracker) -> ControlServer | None:
     """Start the control socket; its closer (registered in `res`) lets queue hand-overs in
     flight finish. A socket that cannot be set up is logged and the daemon goes on serving
-    SMTP: the drop-in processes then fail safe (421 / exit 71), nothing is accepted."""
+    SMTP: the drop-in processes then fail safe (421 / exit 71), nothing is accepted.
+    Each request works with the Services current when it arrives (`live`: a reload or a
+    changed control file swaps them)."""
     config = res.config
-    queue_delivery = res.queue_delivery or build_qmail_queue(config, res.clock)
-    # the daemon's own checks in front of the real qmail-queue
-    queue_op = QueueOp(services.queue_stage.with_delivery(queue_delivery), config.queue,
+
+    def queue_op(services: Services) -> QueueOp:
+        # the daemon's own checks in front of the real qmail-queue
+        cfg = services.config
+        queue_delivery = res.queue_delivery or build_qmail_queue(cfg, res.clock)
+        return QueueOp(services.queue_stage.with_delivery(queue_delivery), cfg.queue,
                        res.clock, metrics=res.metrics, record=services.record,
-                       max_bytes=config.server.databytes or config.server.max_message_bytes)
+                       max_bytes=cfg.server.databytes or cfg.server.max_message_bytes)
+
+    ops: dict[str, Handler] = {"queue": queue_op(live.services)}
+    live.on_swap.append(lambda fresh: ops.update(queue=queue_op(fresh)))
+
+    async def queue(request: dict[str, Any], fds: list[int], reply: Reply) -> None:
+        live.current()  # a control file changed: rebuilt before this message
+        await ops["queue"](request, fds, reply)
+
     control = ControlServer(
-        config.control, {"smtp": SmtpOp(services, tracker), "queue": queue_op}, res.metrics
+        config.control, {"smtp": SmtpOp(live, tracker), "queue": queue}, res.metrics
     )
     try:
         await control.start()

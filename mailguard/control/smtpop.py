@@ -12,8 +12,8 @@ from typing import Any
 
 from mailguard.control.environ import env_from, session_services
 from mailguard.control.server import Reply
+from mailguard.frontend.live import LiveServices
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
-from mailguard.frontend.services import Services
 
 log = logging.getLogger("mailguard.control")
 
@@ -23,8 +23,8 @@ class SmtpOp:
     `done` once the session has ended, so the per-connection process exits then and
     tcpserver's concurrency count stays right."""
 
-    def __init__(self, services: Services, tracker: Tracker) -> None:
-        self._services = services
+    def __init__(self, live: LiveServices, tracker: Tracker) -> None:
+        self._live = live
         self._tracker = tracker
 
     async def __call__(self, request: dict[str, Any], fds: list[int], reply: Reply) -> None:
@@ -39,7 +39,7 @@ class SmtpOp:
             return
         try:
             sock = socket.socket(fileno=fds[0])
-        except OSError as exc:  # not a socket (stdin a pipe or a terminal)
+        except OSError as exc:  # not a socket (`mailguard smtpd` relays pipes itself)
             os.close(fds[0])
             await reply({"error": f"descriptor 0 is not a socket: {exc.strerror}"})
             return
@@ -56,7 +56,8 @@ class SmtpOp:
                         "mailguard smtpd gave up before the daemon took the connection")
             return
         env = env_from(request)
-        services = session_services(self._services, env)
+        # qmail-smtpd reads its control files per connection: so does this (a stat each)
+        services = session_services(self._live.current(), env)
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
 

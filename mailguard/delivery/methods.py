@@ -8,6 +8,7 @@ from mailguard import registry
 from mailguard.clock import Clock
 from mailguard.config import Config
 from mailguard.delivery.base import Delivery
+from mailguard.metrics import Metrics
 
 
 def build_maildir(config: Config, clock: Clock) -> Delivery:
@@ -23,8 +24,11 @@ def build_qmail_queue(config: Config, clock: Clock) -> Delivery:
     return QmailQueueDelivery([d.qmail_queue], clock, timeout_s=d.timeout_s)
 
 
-def build_delivery(config: Config, clock: Clock) -> Delivery:
-    """The plain hand-over named by `[delivery] method` (the registry's DELIVERIES)."""
+def build_delivery(config: Config, clock: Clock, metrics: Metrics | None = None) -> Delivery:
+    """The plain hand-over named by `[delivery] method` (the registry's DELIVERIES);
+    with `metrics`, each hand-off is timed (`mailguard_queue_handoff_seconds`)."""
+    from mailguard.delivery.timed import timed  # noqa: PLC0415
+
     spec = next(d for d in registry.DELIVERIES if d.name == config.delivery.method)
     delivery: Delivery = spec.load_builder()(config, clock)
-    return delivery
+    return delivery if metrics is None else timed(delivery, spec.name, clock, metrics)

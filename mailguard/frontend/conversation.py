@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered
+from mailguard.delivery.qmail_queue import QmailQueueDelivery
 from mailguard.frontend import replies
 from mailguard.frontend.services import Services
 from mailguard.pipeline import enforce_deferred
@@ -42,13 +43,29 @@ class Data:
     hops: int  # Received: / Delivered-To: header lines
 
 
-class Conversation:
-    """The state of one SMTP session and its decisions."""
+def hands_to_qmail_queue(delivery: object) -> bool:
+    """The delivery is a qmail-queue program, possibly inside wrappers that keep it as
+    `inner` (e.g. the hand-off timer)."""
+    for _ in range(8):  # wrappers do not nest deeper; a cycle must not hang a session
+        if isinstance(delivery, QmailQueueDelivery):
+            return True
+        delivery = getattr(delivery, "inner", None)
+        if delivery is None:
+            return False
+    return False
 
-    def __init__(self, services: Services, session: Session) -> None:
+
+class Conversation:
+    """The state of one SMTP session and its decisions. `extended` False: qmail-smtpd's
+    exact dialogue (`[server] extensions`, docs/drop-in.md): EHLO offers PIPELINING and
+    8BITMIME only, STARTTLS and AUTH are unimplemented, the Received line says `with
+    SMTP`, and recipients go to a qmail-queue as the client gave them."""
+
+    def __init__(self, services: Services, session: Session, *, extended: bool = True) -> None:
         self.services = services
         self.session = session
         self.server = services.config.server
+        self.extended = extended
         self._tx_started = 0.0
 
     # --- connection ---------------------------------------------------------------------
@@ -76,6 +93,8 @@ class Conversation:
         host = self.server.greeting  # qmail-smtpd's smtp_greet(): the whole smtpgreeting
         if not esmtp:
             return Step(replies.helo_reply(host))
+        if not self.extended:  # qmail-smtpd.c smtp_ehlo(), byte for byte
+            return Step(Reply(250, f"{host}\nPIPELINING\n8BITMIME"))
         size = self.server.databytes or 0
         lines = [host, "PIPELINING", "8BITMIME", f"SIZE {size}" if size else "SIZE", "SMTPUTF8"]
         if self.services.tls is not None and not self.session.tls:
@@ -89,7 +108,8 @@ class Conversation:
         local_ips = [self.session.local_ip] if self.session.local_ip else []
         try:  # qmail's addrparse() rewrites u@[our IP] in MAIL as in RCPT
             path = parse_path(arg, kind="mail", local_ips=local_ips,
-                              localiphost=self.server.localiphost)
+                              localiphost=self.server.localiphost,
+                              ignore_params=not self.extended)
         except AddressError as exc:
             return Step(exc.reply)
         limit = self.server.databytes or 0
@@ -110,9 +130,9 @@ class Conversation:
             return Step(replies.MAIL_FIRST)
         local_ips = [self.session.local_ip] if self.session.local_ip else []
         try:
-            path = parse_path(
-                arg, kind="rcpt", local_ips=local_ips, localiphost=self.server.localiphost
-            )
+            path = parse_path(arg, kind="rcpt", local_ips=local_ips,
+                              localiphost=self.server.localiphost,
+                              ignore_params=not self.extended)
         except AddressError as exc:
             return Step(exc.reply)
         # Checks see the address as given: qmail accepts <postmaster> (no domain) whatever
@@ -127,7 +147,11 @@ class Conversation:
             tx.refused.append(f"{addr}={refusal.reply.code}")
             return refusal
         # qmail appends RELAYCLIENT's value to the address as given; qualifying comes later
-        addr = qualify(addr + self.session.relay_suffix, self.server.hostname)
+        addr += self.session.relay_suffix
+        if self.extended or not hands_to_qmail_queue(self.services.queue_stage.delivery):
+            # qmail-smtpd hands `Tdave` to qmail-queue as it got it (qmail-send qualifies
+            # it with envnoathost); our own spool needs the domain now
+            addr = qualify(addr, self.server.hostname)
         # An address the delivery can never store (a local part too long for a Maildir
         # name, an empty domain) is refused now: accepted, it would fail the message for
         # every recipient at the end of DATA.
@@ -243,11 +267,14 @@ class Conversation:
 
     def _received(self) -> bytes:
         s = self.session
-        proto = "ESMTP" if s.esmtp else "SMTP"
-        if s.tls:
-            proto += "S"
-        if s.auth_user:
-            proto += "A"
+        if not self.extended:
+            proto = "SMTP"  # qmail-smtpd.c smtp_data(): received(..., "SMTP", ...) always
+        else:
+            proto = "ESMTP" if s.esmtp else "SMTP"
+            if s.tls:
+                proto += "S"
+            if s.auth_user:
+                proto += "A"
         return received_header(
             remote_ip=str(s.client_ip),
             remote_host=s.client_host or None,

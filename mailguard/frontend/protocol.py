@@ -19,6 +19,7 @@ from mailguard.context import Session
 from mailguard.frontend import replies
 from mailguard.frontend.conversation import Conversation, Data, Step
 from mailguard.frontend.services import Services
+from mailguard.frontend.wrapper import behind_wrapper, wrapped_tls
 from mailguard.netaddr import plain_ip
 from mailguard.verdict import Reply
 
@@ -85,6 +86,7 @@ class MailguardSMTP(SMTP):
         )
         self.services = services
         self.tracker = tracker
+        self.dropin = env is not None  # handed over by `mailguard smtpd`
         self.env = env or {}
         self.on_close = on_close
         self.idle = False
@@ -127,6 +129,7 @@ class MailguardSMTP(SMTP):
         finally:
             conv.closed()
             self.tracker.remove(self, self._ip)
+            self.services.metrics.set("mailguard_connections_open", len(self.tracker.sessions))
             if self.transport is not None:
                 self.transport.close()
             if self.on_close is not None:
@@ -153,11 +156,14 @@ class MailguardSMTP(SMTP):
         assert self.transport is not None
         peer = self.transport.get_extra_info("peername")
         sock = self.transport.get_extra_info("sockname")
+        wrapped = self.dropin and behind_wrapper(peer)
         if not isinstance(peer, tuple):  # a unix socket handed over: a path, or ""
             peer = ("0.0.0.0", 0)
         if not isinstance(sock, tuple):
             sock = ("", 0)
         ip_text = self.env.get("TCPREMOTEIP") or str(peer[0])
+        if wrapped and not self.env.get("TCPREMOTEIP"):  # stunnel names the client so
+            ip_text = self.env.get("REMOTE_HOST") or ip_text
         try:
             ip = ipaddress.ip_address(ip_text)
         except ValueError:
@@ -182,9 +188,15 @@ class MailguardSMTP(SMTP):
             session.relay_suffix = self.env["RELAYCLIENT"]
         if self.transport.get_extra_info("sslcontext") is not None:
             session.tls = True  # an implicit-TLS (SMTPS) listener
+        elif wrapped and wrapped_tls(self.env):
+            session.tls = True  # sslserver / stunnel ran the handshake (docs/drop-in.md)
         self.tracker.add(self, self._ip)
         services.metrics.inc("mailguard_connections_total")
-        return Conversation(services, session)
+        services.metrics.set("mailguard_connections_open", len(self.tracker.sessions))
+        extended = services.config.server.extensions
+        if extended is None:  # unset: qmail-smtpd's exact dialogue for the drop-in only
+            extended = not self.dropin
+        return Conversation(services, session, extended=extended)
 
     def _limit_step(self) -> Step | None:
         server = self.services.config.server
@@ -318,7 +330,7 @@ class MailguardSMTP(SMTP):
         return Step(replies.VRFY)
 
     async def _help(self, conv: Conversation, arg: str) -> Step:
-        return Step(replies.HELP)
+        return Step(Reply(214, self.services.texts.help))  # the replaced qmail's own words
 
     async def _quit(self, conv: Conversation, arg: str) -> Step:
         return conv.quit()
@@ -333,12 +345,12 @@ class MailguardSMTP(SMTP):
         self._pause_timeout()
         if data is None:
             conv.closed()
-            return Step(replies.BARE_LF, close=True)
+            return Step(Reply(451, self.services.texts.bare_lf), close=True)
         return await conv.data_end(data)
 
     async def _starttls(self, conv: Conversation, arg: str) -> Step:
         ctx = self.services.tls
-        if ctx is None:
+        if ctx is None or not conv.extended:
             return Step(replies.UNIMPLEMENTED)  # qmail's answer: no certificate configured
         if conv.session.tls:
             return Step(replies.TLS_ACTIVE)
@@ -349,7 +361,7 @@ class MailguardSMTP(SMTP):
         return _NO_REPLY  # the 220 went before the handshake
 
     async def _auth(self, conv: Conversation, arg: str) -> Step:
-        if self.services.auth is None:
+        if self.services.auth is None or not conv.extended:
             return Step(replies.UNIMPLEMENTED)
         return await self.services.auth.command(conv.session, arg, self._ask)
 

@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 
+from mailguard.frontend.live import LiveServices
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
 from mailguard.frontend.services import Services
 from mailguard.settings.base import parse_hostport
@@ -18,8 +19,9 @@ log = logging.getLogger("mailguard.server")
 class SmtpServer:
     """All SMTP listeners of one daemon process."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, services: Services | LiveServices) -> None:
+        # Each connection takes the current Services (reloaded when a control file changed)
+        self.live = services if isinstance(services, LiveServices) else LiveServices(services)
         self.tracker = Tracker()
         self._servers: list[asyncio.Server] = []
 
@@ -28,16 +30,17 @@ class SmtpServer:
         resolved to the real port)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
-        tls = self.services.config.tls
+        services = self.live.services
+        tls = services.config.tls
         # (address, TLS context): the plain listeners, then the implicit-TLS (SMTPS) ones
         listeners: list[tuple[str, ssl.SSLContext | None]] = [
-            (item, None) for item in self.services.config.server.listen
+            (item, None) for item in services.config.server.listen
         ]
-        listeners += [(item, self.services.tls) for item in tls.smtps_listen]
+        listeners += [(item, services.tls) for item in tls.smtps_listen]
         for item, ctx in listeners:
             host, port = parse_hostport(item, 465 if ctx else 25)
             server = await loop.create_server(
-                lambda: MailguardSMTP(self.services, self.tracker),
+                lambda: MailguardSMTP(self.live.current(), self.tracker),
                 host,
                 port,
                 reuse_address=True,
@@ -71,6 +74,6 @@ class SmtpServer:
             await asyncio.wait_for(self.tracker.empty.wait(), grace_s)
         for proto in list(self.tracker.sessions):
             proto.abort()
-        await self.services.drain()
+        await self.live.services.drain()
         for server in self._servers:
             await server.wait_closed()

@@ -18,6 +18,7 @@ from mailguard.domains import LocalDomains
 from mailguard.errors import TemporaryError
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
+from mailguard.qmail.control import SmtpdTexts, smtpd_texts
 from mailguard.resources import AcceptedHook
 from mailguard.scanning.stage import QueueStage
 from mailguard.store.records import MessageRecord
@@ -50,6 +51,7 @@ class Services:
     tls: ssl.SSLContext | None = None  # STARTTLS / SMTPS; None = no certificate configured
     auth: SmtpAuth | None = None  # SMTP AUTH; None = not built (then AUTH is unimplemented)
     on_accepted: list[tuple[str, AcceptedHook]] = field(default_factory=list)  # (name, hook)
+    texts: SmtpdTexts = field(default_factory=SmtpdTexts)  # HELP etc. of the qmail replaced
 
     @classmethod
     def build(
@@ -74,7 +76,8 @@ class Services:
             queue_stage = QueueStage(pipeline, delivery, clock=clock, metrics=metrics,
                                      deadline_s=config.scan.deadline_s)
         return cls(config, clock, metrics, pipeline, queue_stage, record, nets,
-                   LocalDomains.parse(server.local_domains), on_accepted=list(on_accepted))
+                   LocalDomains.parse(server.local_domains), on_accepted=list(on_accepted),
+                   texts=smtpd_texts(server.qmail_control_dir))
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Keep a hand-over alive until done, even if its session goes away."""

@@ -96,4 +96,7 @@ def _fail(why: str) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.stdout.write(__doc__ or "")
+        sys.exit(0)
     sys.exit(main())

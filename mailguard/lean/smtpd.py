@@ -7,13 +7,22 @@ limit keeps counting real sessions. When the daemon cannot take the connection i
 answers `421 <host> service temporarily unavailable (#4.3.0)` itself and exits: a client
 is never served by something that cannot filter.
 
+When fd 0 and fd 1 are not one socket — pipes from ucspi-ssl's sslserver (SMTPS), an
+inetd-style or test wrapper — it hands the daemon one end of a socketpair instead and
+relays bytes between that and fd 0 / fd 1, unchanged, until the session ends (one
+thread per direction, so neither side can stall the other). The wrapper's TLS is told
+to the daemon by its environment (SSL_PROTOCOL/SSL_CIPHER, or MAILGUARD_TLS).
+
 Run as `mailguard smtpd`, `python3 -m mailguard.lean.smtpd` or the qmail-hooks/qmail-smtpd
-shim. Exit status: 0 the daemon served the session; 1 it could not (after the 421).
+shim (docs/drop-in.md), in place of qmail-smtpd: no arguments; tcpserver's (or
+sslserver's) environment; the settings MAILGUARD_CONTROL / MAILGUARD_CONFIG.
+Exit status: 0 the daemon served the session; 1 it could not (after the 421).
 """
 
 from __future__ import annotations
 
 import _socket
+import _thread
 import os
 import sys
 
@@ -32,6 +41,17 @@ def unavailable(environ: dict[str, str]) -> bytes:
     return f"421 {host} service temporarily unavailable (#4.3.0)\r\n".encode()
 
 
+def one_socket() -> bool:
+    """fd 0 and fd 1 are the same socket (tcpserver, stunnel's socketpair): it can be
+    handed over as it is. Anything else (pipes) needs the relay."""
+    try:
+        st0, st1 = os.fstat(0), os.fstat(1)
+    except OSError:
+        return False
+    return (st0.st_mode & 0o170000 == 0o140000  # S_IFSOCK
+            and (st0.st_dev, st0.st_ino) == (st1.st_dev, st1.st_ino))
+
+
 def main() -> int:
     environ = dict(os.environ)
     path = settings.control_socket(environ)
@@ -39,9 +59,19 @@ def main() -> int:
         sock = protocol.connect(path, CONNECT_TIMEOUT_S)
     except OSError as exc:
         return _fail(environ, f"cannot reach the daemon at {path}: {exc.strerror or exc}")
+    relay: _socket.socket | None = None
+    handed = 0
+    if not one_socket():
+        relay, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        handed = theirs.detach()
     try:
         sock.settimeout(protocol.ACK_TIMEOUT_S)
-        protocol.send_request(sock, {"v": protocol.VERSION, "op": "smtp", "env": environ}, [0])
+        try:
+            protocol.send_request(
+                sock, {"v": protocol.VERSION, "op": "smtp", "env": environ}, [handed])
+        finally:
+            if relay is not None:
+                os.close(handed)  # the daemon holds its own copy now
         reader = protocol.LineReader(sock)
         try:
             reply = reader.read()
@@ -59,6 +89,8 @@ def main() -> int:
             return code
         if reply.get("taken"):
             sock.settimeout(None)  # the session lasts as long as the daemon's timeouts allow
+            if relay is not None:
+                _relay(relay)
             reply = reader.read()
     except (OSError, protocol.ProtocolError) as exc:
         return _fail(environ, f"control socket: {exc}")
@@ -73,6 +105,39 @@ def main() -> int:
     if reply.get("error"):
         return _fail(environ, f"the daemon refused the connection: {reply['error']}")
     return EXIT_SERVED
+
+
+def _relay(peer: _socket.socket) -> None:
+    """Copy fd 0 -> peer on a thread and peer -> fd 1 here, until the daemon closes its
+    end (the session is over). A half-close by the client is passed on as one."""
+    _thread.start_new_thread(_copy_in, (peer,))
+    while True:
+        try:
+            data = peer.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            _write_all(1, data)
+        except OSError:  # the client (or its wrapper) is gone: the daemon times out
+            peer.shutdown(_socket.SHUT_RDWR)
+            return
+
+
+def _copy_in(peer: _socket.socket) -> None:
+    try:
+        while data := os.read(0, 65536):
+            peer.sendall(data)
+        peer.shutdown(_socket.SHUT_WR)  # the client's EOF, as the daemon would see it
+    except OSError:
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fail(environ: dict[str, str], why: str) -> int:
@@ -107,4 +172,7 @@ def _log(text: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.stdout.write(__doc__ or "")
+        sys.exit(0)
     sys.exit(main())

@@ -61,6 +61,7 @@ def parse_path(
     strict_params: bool = False,
     local_ips: Collection[str] = (),
     localiphost: str | None = None,
+    ignore_params: bool = False,
 ) -> Path:
     """Parse the text after the verb (`FROM:<a@b> SIZE=10`) the way qmail-smtpd does.
 
@@ -70,7 +71,8 @@ def parse_path(
     daemon did not advertise (RFC 5321); off, they are returned and ignored like qmail
     ignores them.  The values of SIZE, BODY and SMTPUTF8 are always checked, as the daemon
     acts on them.  With `localiphost` set, `u@[local ip]` is rewritten before the length
-    check, as in qmail.
+    check, as in qmail.  `ignore_params`: whatever follows the address is dropped unread,
+    values included, as qmail-smtpd does (no extension was offered to use them).
     """
     address, rest = _addrparse(arg)
     if localiphost is not None:
@@ -79,6 +81,8 @@ def parse_path(
         raise AddressError(replies.SYNTAX)
     if kind == "rcpt" and not address:
         raise AddressError(replies.SYNTAX)
+    if ignore_params:
+        return Path(address, {})
     return Path(address, _parse_params(rest, kind, strict=strict_params))
 
 

@@ -8,8 +8,8 @@ Reading rules, from control.c:
   control_readfile — every line, trailing " \\t\\n" stripped; empty lines and lines starting
                      with "#" skipped; leading blanks kept.
 Defaults follow qmail-control(5) and qmail-smtpd: smtpgreeting, localiphost, defaultdomain
-and plusdomain fall back to `me`; databytes 0 (no limit); timeoutsmtpd 1200; tarpitcount 0
-(off) and tarpitdelay 5 (tarpit patch).
+and plusdomain fall back to `me`; databytes 0 (no limit); timeoutsmtpd 1200 (0 means 1 s,
+as in qmail-smtpd); tarpitcount 0 (off) and tarpitdelay 5 (tarpit patch).
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def read_control(directory: str | os.PathLike[str]) -> ControlFiles:
         morercpthosts_cdb=cdb,
         databytes=d.number("databytes", 0),
         badmailfrom=d.lines("badmailfrom") or (),
-        timeoutsmtpd=d.number("timeoutsmtpd", 1200),
+        # qmail-smtpd.c setup(): `if (timeout <= 0) timeout = 1;` (0 is one second)
+        timeoutsmtpd=max(1, d.number("timeoutsmtpd", 1200)),
         tarpitcount=d.number("tarpitcount", 0),
         tarpitdelay=d.number("tarpitdelay", 5),
         defaultdomain=_or(d.line("defaultdomain"), me),
@@ -165,3 +166,64 @@ def badmailfrom_match(addr: str, entries: Iterable[str]) -> bool:
         return True
     at = addr.rfind("@")
     return at != -1 and addr[at:] in lowered
+
+
+# --- reloading: what qmail-smtpd rereads on every connection --------------------------------
+
+# The files read above that shape an SMTP session; a change to any of them (content,
+# replacement by rename as qmail-newmrh does, creation, removal) changes `signature`.
+WATCHED = ("me", "smtpgreeting", "localiphost", "rcpthosts", "morercpthosts.cdb",
+           "badmailfrom", "databytes", "timeoutsmtpd", "tarpitcount", "tarpitdelay",
+           "servercert.pem")
+
+Signature = tuple[tuple[int, int, int, int], ...]
+
+
+def signature(directory: str) -> Signature:
+    """One stat per watched file (inode, size, mtime, ctime; zeros when missing): cheap
+    enough to compare on every connection, as qmail-smtpd rereads its files per session."""
+    out: list[tuple[int, int, int, int]] = []
+    for name in WATCHED:
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except OSError:
+            out.append((0, 0, 0, 0))
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+# --- the texts that differ between qmail releases ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpdTexts:
+    """Replies whose words depend on the qmail-smtpd release (HELP names its home page,
+    the bare-LF refusal a URL). Defaults: notqmail 1.09's."""
+
+    help: str = "notqmail home page: https://notqmail.org"
+    bare_lf: str = "See https://cr.yp.to/docs/smtplf.html."
+
+
+def smtpd_texts(control_dir: str) -> SmtpdTexts:
+    """The texts of the qmail-smtpd being replaced, read from its binary next to the
+    control directory (`<qmail>/bin/qmail-smtpd` for `<qmail>/control`): qmail-1.03 and
+    netqmail say `214 qmail home page: http://pobox.com/~djb/qmail.html`, notqmail its
+    own page. No binary (or no such string in it): the defaults."""
+    import re  # noqa: PLC0415 - only at start-up and reload, never on a lean path
+
+    default = SmtpdTexts()
+    if not control_dir:
+        return default
+    qmail_home = os.path.dirname(os.path.normpath(control_dir))
+    try:
+        with open(os.path.join(qmail_home, "bin", "qmail-smtpd"), "rb") as fh:
+            data = fh.read(8 << 20)
+    except OSError:
+        return default
+    help_text = re.search(rb"(?<![ -~])214 ([ -~]{1,200})\r\n\x00", data)
+    bare_lf = re.search(rb"(?<![ -~])451 (See [ -~]{1,200}smtplf\.html\.)\r\n\x00", data)
+    return SmtpdTexts(
+        help=help_text.group(1).decode("ascii") if help_text else default.help,
+        bare_lf=bare_lf.group(1).decode("ascii") if bare_lf else default.bare_lf,
+    )

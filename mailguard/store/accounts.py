@@ -3,6 +3,7 @@ manages. Addresses are stored lower-case; every failure leaves as TemporaryError
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
 from mailguard.store.models import MailUser
+
+MIN_PASSWORD = 8  # refused below this (CLI and web page): AUTH is open to the whole internet
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,26 @@ class AccountStore:
         with translate_errors("listing mail users", self._url):
             async with self._sessions() as session:
                 rows = (await session.scalars(select(MailUser).order_by(MailUser.address))).all()
+        return [_account(r) for r in rows]
+
+    async def page(self, *, domain: str = "", prefix: str = "", after: str = "",
+                   limit: int = 50) -> builtins.list[Account]:
+        """Up to `limit` accounts (of `domain` when given) starting with `prefix`, after
+        `after`, in address order: a walk of the primary key that stops at `limit`."""
+        from mailguard.store.prefs import like_prefix, starts_with  # noqa: PLC0415
+
+        query = select(MailUser).order_by(MailUser.address).limit(limit)
+        if domain:
+            pattern = "%@" + like_prefix(domain)[:-1]
+            query = query.where(MailUser.address.like(pattern, escape="\\"))
+        if prefix:
+            query = query.where(*starts_with(MailUser.address, prefix,
+                                             self._writer.engine.dialect.name))
+        if after:
+            query = query.where(MailUser.address > normalise(after))
+        with translate_errors("listing mail users", self._url):
+            async with self._sessions() as session:
+                rows = (await session.scalars(query)).all()
         return [_account(r) for r in rows]
 
     async def add(self, address: str, password_hash: str | None, now: float) -> bool:

@@ -3,6 +3,8 @@ off the SMTP path by the daemon's record writer; `mailguard log` reads and purge
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
 from mailguard.store.models import MessageLog
 from mailguard.store.records import MessageRecord
+from mailguard.store.stats import count as count_stats
 
 PURGE_BATCH = 10_000  # rows per DELETE: keeps SQLite's write lock short for live writers
 
@@ -60,14 +63,18 @@ def _to_record(row: MessageLog) -> MessageRecord:
         queue_id=row.queue_id,
         duration_ms=row.duration_ms,
         verdicts=row.verdicts,
+        direction=row.direction,
+        dispositions=row.dispositions,
+        host=row.host,
     )
 
 
 class MessageLogStore:
     """Repository of `message_log` rows."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, host: str = "") -> None:
         self._db = db
+        self._host = host or socket.gethostname()
         self._sessions = async_sessionmaker(db.engine, expire_on_commit=False)
 
     async def record(self, recs: Sequence[MessageRecord]) -> None:
@@ -89,14 +96,19 @@ class MessageLogStore:
                 "queue_id": rec.queue_id,
                 "duration_ms": rec.duration_ms,
                 "verdicts": rec.verdicts,
+                "host": rec.host or self._host,
+                "direction": rec.direction,
+                "dispositions": rec.dispositions,
             }
             for rec in recs
         ]
         if not rows:
             return
+        counted = [dataclasses.replace(r, host=r.host or self._host) for r in recs]
 
         def write(conn: Connection) -> None:
             conn.execute(insert(MessageLog), rows)
+            count_stats(conn, counted)  # the same transaction: counted exactly once
 
         with translate_errors("recording message", self._db.url):
             await self._db.batched(write)

@@ -69,6 +69,11 @@ class MessageLog(Base):
     queue_id: Mapped[str] = mapped_column(Text())
     duration_ms: Mapped[int] = mapped_column(Integer())
     verdicts: Mapped[str] = mapped_column(Text())
+    # the MX host that wrote it, "in"/"out"/"relay", and what happened per recipient of
+    # an accepted message ("delivered=2,quarantined=1"): what the statistics count
+    host: Mapped[str] = mapped_column(Text(), default="", server_default="")
+    direction: Mapped[str] = mapped_column(Text(), default="", server_default="")
+    dispositions: Mapped[str] = mapped_column(Text(), default="", server_default="")
 
 
 # --- SMTP-time policy (issue 3) -----------------------------------------------------------
@@ -239,8 +244,8 @@ class Quarantine(Base):
     released by its recipient, only by an admin."""
 
     __tablename__ = "quarantine"
-    __table_args__ = (Index("ix_quarantine_rcpt_status_ts", "rcpt", "status", "ts"),
-                      Index("ix_quarantine_domain_status_ts", "domain", "status", "ts"),)
+    __table_args__ = (Index("ix_quarantine_rcpt_status_id", "rcpt", "status", "id"),
+                      Index("ix_quarantine_domain_status_id", "domain", "status", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     ts: Mapped[float] = mapped_column(Double(), index=True)
@@ -305,3 +310,42 @@ class QmailQueueReading(Base):
     local: Mapped[int] = mapped_column(Integer())
     remote: Mapped[int] = mapped_column(Integer())
     oldest_age_s: Mapped[float] = mapped_column(Double())
+
+
+class FlowBucket(Base):
+    """Mail flow counters: transactions, recipients and bytes per time bucket
+    (`resolution` seconds: 300, 3600, 86400, each with its own retention), host,
+    direction, outcome and reason. `domain` "" is the total; a row per local domain
+    concerned splits it (a message to two domains counts once in each)."""
+
+    __tablename__ = "flow_bucket"
+
+    resolution: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    start_ts: Mapped[float] = mapped_column(Double(), primary_key=True)
+    host: Mapped[str] = mapped_column(Text(), primary_key=True)
+    domain: Mapped[str] = mapped_column(Text(), primary_key=True)
+    direction: Mapped[str] = mapped_column(Text(), primary_key=True)
+    outcome: Mapped[str] = mapped_column(Text(), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text(), primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger(), default=0)
+    rcpts: Mapped[int] = mapped_column(BigInteger(), default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger(), default=0)
+
+
+class UsageBucket(Base):
+    """Usage per sender, recipient and local domain (Isoqlog's tables) per hour and per
+    day: accepted messages and bytes, and what was caught (refused, quarantined,
+    deleted) for them."""
+
+    __tablename__ = "usage_bucket"
+    __table_args__ = (Index("ix_usage_bucket_kind_key", "kind", "key", "resolution",
+                            "start_ts"),)
+
+    resolution: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    start_ts: Mapped[float] = mapped_column(Double(), primary_key=True)
+    host: Mapped[str] = mapped_column(Text(), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text(), primary_key=True)  # sender | rcpt | domain
+    key: Mapped[str] = mapped_column(Text(), primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger(), default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger(), default=0)
+    caught: Mapped[int] = mapped_column(BigInteger(), default=0)

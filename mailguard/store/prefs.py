@@ -29,7 +29,8 @@ def domain_of(address: str) -> str:
 
 def _domain(row: Any) -> DomainPrefs:
     return DomainPrefs(row.domain, bool(row.spam_enabled), row.spam_action or "",
-                       row.spam_box or "", row.language or "")
+                       row.spam_box or "", row.language or "",
+                       row.users_may_override is not False)
 
 
 def _user(row: Any) -> UserPrefs:
@@ -79,15 +80,31 @@ class PrefsStore:
                 rows = (await conn.execute(select(MailDomain).order_by(MailDomain.domain))).all()
         return [_domain(r) for r in rows]
 
+    async def domain_page(self, *, prefix: str = "", after: str = "",
+                          limit: int = 50) -> list[DomainPrefs]:
+        """Up to `limit` domains starting with `prefix`, after `after`, in order: one
+        walk of the primary key however many domains there are."""
+        query = select(MailDomain).order_by(MailDomain.domain).limit(limit)
+        if prefix:
+            query = query.where(*starts_with(MailDomain.domain, prefix,
+                                             self._engine.dialect.name))
+        if after:
+            query = query.where(MailDomain.domain > after.lower())
+        with translate_errors("listing domains", self._url):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        return [_domain(r) for r in rows]
+
     async def set_domain(
         self, domain: str, now: float, *, spam_enabled: bool | None = None,
         spam_action: str | None = None, spam_box: str | None = None,
-        language: str | None = None,
+        language: str | None = None, users_may_override: bool | None = None,
     ) -> DomainPrefs:
         """Create or update a domain's row; arguments left None keep their value."""
         domain = domain.lower()
         values = {k: v for k, v in (("spam_enabled", spam_enabled), ("spam_action", spam_action),
-                                    ("spam_box", spam_box), ("language", language))
+                                    ("spam_box", spam_box), ("language", language),
+                                    ("users_may_override", users_may_override))
                   if v is not None}
         with translate_errors("writing domain", self._url):
             async with self._writer.transaction() as conn:
@@ -95,7 +112,8 @@ class PrefsStore:
                     select(MailDomain.domain).where(MailDomain.domain == domain))).first()
                 if found is None:
                     row = {"domain": domain, "spam_enabled": False, "spam_action": "",
-                           "spam_box": "", "language": "", **values, "updated_ts": now}
+                           "spam_box": "", "language": "", "users_may_override": True,
+                           **values, "updated_ts": now}
                     await conn.execute(insert(MailDomain).values(**row))
                 else:
                     await conn.execute(update(MailDomain).where(MailDomain.domain == domain)
@@ -174,6 +192,25 @@ class PrefsStore:
                 result = cast("CursorResult[Any]",
                               await conn.execute(delete(Userpref).where(*cond)))
         return result.rowcount
+
+
+def starts_with(column: Any, prefix: str, dialect: str) -> list[Any]:
+    """Conditions for "`column` starts with `prefix`" (lower-cased, taken literally): a
+    LIKE, and on SQLite (binary collation) also the key range it lies in, so the
+    primary key's index finds the first match instead of a scan from the start."""
+    text = prefix.lower()
+    conds = [column.like(like_prefix(text), escape="\\")]
+    after = ord(text[-1]) + 1 if text else 0
+    if dialect == "sqlite" and after and after <= 0x10FFFF and not 0xD800 <= after < 0xE000:
+        conds += [column >= text, column < text[:-1] + chr(after)]
+    return conds
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern for "starts with `prefix`" (lower-cased), its %, _ and \\ taken
+    literally (with `escape="\\"`)."""
+    text = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return text + "%"
 
 
 def _storable(text: str) -> bool:

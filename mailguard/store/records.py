@@ -30,3 +30,9 @@ class MessageRecord:
     queue_id: str
     duration_ms: int
     verdicts: str
+    # for the statistics (store.stats): "in" (from outside), "out" (an authenticated
+    # user), "relay" (a relay client by address); per recipient of an accepted message
+    # what happened ("delivered=2,quarantined=1"); the MX host ("" = this one)
+    direction: str = ""
+    dispositions: str = ""
+    host: str = ""

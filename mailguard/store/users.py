@@ -127,6 +127,23 @@ class UserStore:
                 ))
         return result.rowcount > 0
 
+    async def suspended(self, *, domain: str = "", after: str = "",
+                        limit: int = 50) -> list[UserStatus]:
+        """Suspended users (of `domain` when given), by name after `after`."""
+        from mailguard.store.prefs import like_prefix  # noqa: PLC0415
+
+        query = (select(UserState).where(UserState.suspended.is_(True))
+                 .order_by(UserState.user).limit(limit))
+        if domain:
+            query = query.where(UserState.user.like("%@" + like_prefix(domain)[:-1],
+                                                    escape="\\"))
+        if after:
+            query = query.where(UserState.user > after)
+        with translate_errors("listing suspended users", self._url):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        return [_status(r) for r in rows]
+
     async def claim_alert(self, user: str, now: float, not_after: float) -> bool:
         """Start an incident: True for exactly one caller (across sessions and MX hosts)
         when the user's last alert is older than `not_after` (or there is none)."""

@@ -31,11 +31,16 @@ from starlette.templating import Jinja2Templates
 from mailguard.auth.base import Authenticator
 from mailguard.clock import Clock
 from mailguard.config import Config
+from mailguard.delivery.base import Delivery
+from mailguard.delivery.methods import build_delivery
 from mailguard.errors import TemporaryError
-from mailguard.store.prefs import PrefsStore
+from mailguard.quarantine import QuarantineService
+from mailguard.store.prefs import DOMAIN_PREFIX, PrefsStore
+from mailguard.store.prefs_records import DomainPrefs
 from mailguard.store.repo import Store
+from mailguard.store.roles import Roles, RoleStore
 from mailguard.store.web_sessions import WebSessionRecord, WebSessionStore
-from mailguard.web import admin_pages, forms, quarantine_pages
+from mailguard.web import admin_pages, forms, quarantine_pages, stats_pages
 
 log = logging.getLogger("mailguard.web")
 
@@ -43,6 +48,8 @@ SESSION_COOKIE = "mg_session"
 LOGIN_COOKIE = "mg_login"  # the login form's CSRF token (double submit)
 DEFAULT_SCORE = 5.0  # SpamAssassin's required_score when nobody set one
 SAVED = "Saved. It applies to the next message you receive."
+LOCKED = ("Your domain's administrator decides spam filtering, sensitivity and what "
+          "happens to spam for everyone in the domain; only the language is yours to set.")
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                "form-action 'self'; frame-ancestors 'none'",
@@ -63,6 +70,8 @@ class WebContext:
     templates: Jinja2Templates
     _store: Store | None = None
     _auth: Authenticator | None = None
+    _quarantine: QuarantineService | None = None
+    _delivery: Delivery | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -71,6 +80,9 @@ class WebContext:
         store = await Store.open(self.config.store.url)
         self._store = store
         self._auth = build_authenticator(self.config, store.db, self.clock)
+        if self.config.quarantine.enabled:
+            self._quarantine = QuarantineService(self.config.quarantine, store.db,
+                                                 self.clock)
         try:
             yield
         finally:
@@ -88,6 +100,22 @@ class WebContext:
         if self._auth is None:
             raise TemporaryError("web: the store is not open")
         return self._auth
+
+    @property
+    def quarantine(self) -> QuarantineService | None:
+        """The quarantine of `[quarantine]`; None when the server has none."""
+        return self._quarantine
+
+    @property
+    def delivery(self) -> Delivery:
+        """The plain hand-over of `[delivery]` (quarantine releases), built on first use."""
+        if self._delivery is None:
+            self._delivery = build_delivery(self.config, self.clock)
+        return self._delivery
+
+    async def roles_of(self, user: str) -> Roles:
+        """The web roles of `user` (domain admin, server admin) from the store."""
+        return await RoleStore(self.store.db).roles_of(user)
 
     @property
     def sessions(self) -> WebSessionStore:
@@ -248,13 +276,19 @@ def build_app(ctx: WebContext) -> Starlette:
             "on" if own.spam_enabled else "off")
         lists = [(kind, title, [r.value for r in rows if r.preference == kind])
                  for kind, title in forms.LIST_KINDS.items()]
+        # a domain whose users may not override: its values shown, not offered
+        locked = domain is not None and not domain.users_may_override
+        domain_says = await _domain_says(ctx, domain, domain_on, domain_action) if locked else {}
         return page(request, "settings.html", status, user=user, csrf=rec.csrf,
+                    locked=locked, domain_says=domain_says, roles=await ctx.roles_of(user),
+                    current="settings",
                     notice=notice, error=error, filtering=filtering,
                     filtering_choices=forms.with_domain(forms.FILTERING, domain_on),
                     sensitivity=sensitivity, custom_score=custom,
                     sensitivity_choices=forms.sensitivity_choices(DEFAULT_SCORE),
                     action=(own.spam_action or "") if own else "",
-                    action_choices=forms.with_domain(forms.ACTIONS, domain_action),
+                    action_choices=forms.with_domain(forms.actions(ctx.quarantine is not None),
+                                                     domain_action),
                     language=(own.language or "") if own else "",
                     language_choices=forms.LANGUAGES, lists=lists)
 
@@ -265,9 +299,17 @@ def build_app(ctx: WebContext) -> Starlette:
     async def save_settings(request: Request, _token: str, rec: WebSessionRecord) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
         try:
-            s = forms.parse_settings(form)
+            s = forms.parse_settings(form, quarantine=ctx.quarantine is not None)
         except forms.FormError as exc:
             return await settings_page(request, rec, error=str(exc), status=400)
+        domain = await ctx.prefs.domain(rec.user.rpartition("@")[2])
+        if domain is not None and not domain.users_may_override:
+            if s.filtering or s.action or s.score is not None:
+                return await settings_page(request, rec, status=403, error=LOCKED)
+            await ctx.prefs.set_user(rec.user, ctx.clock.now(), language=s.language or None)
+            log.info("event=web_settings user=%r language=%s (domain decides the rest)",
+                     rec.user, s.language or "domain")
+            return RedirectResponse("/?saved=1", status_code=303)
         enabled = None if s.filtering == "" else s.filtering == "on"
         await ctx.prefs.set_user(rec.user, ctx.clock.now(), spam_enabled=enabled,
                                  spam_action=s.action or None, language=s.language or None)
@@ -317,9 +359,22 @@ def build_app(ctx: WebContext) -> Starlette:
         Route("/logout", logged_in(logout), methods=["POST"]),
         *quarantine_pages.routes(pages),
         *admin_pages.routes(pages),
+        *stats_pages.routes(pages),
     ]
     return Starlette(routes=routes, exception_handlers={TemporaryError: unavailable},
                      lifespan=ctx.lifespan)
+
+
+async def _domain_says(ctx: WebContext, domain: DomainPrefs | None, on: str,
+                       action: str) -> dict[str, str]:
+    """The domain's filtering, sensitivity and action in words, for a user who may not
+    change them."""
+    name = domain.domain if domain is not None else ""
+    rows = await ctx.prefs.prefs(DOMAIN_PREFIX + name) if name else []
+    score = next((r.value for r in rows if r.preference == forms.SCORE_PREF
+                  and _is_number(r.value)), f"{DEFAULT_SCORE:g}")
+    actions = dict(forms.actions(ctx.quarantine is not None))
+    return {"filtering": on, "score": score, "action": actions.get(action, action)}
 
 
 def _is_number(text: str) -> bool:

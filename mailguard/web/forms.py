@@ -17,6 +17,7 @@ ACTIONS = (("", "as my domain is set"), ("tag", "tag the subject"),
            ("user-box", "tag and move to my spam box"),
            ("release", "deliver with a spam header only"),
            ("delete", "delete"))
+QUARANTINE_ACTION = ("quarantine", "keep in my quarantine")
 LANGUAGES = (("", "as my domain is set"), ("en", "English"), ("de", "Deutsch"),
              ("fr", "Français"), ("es", "Español"))
 MAX_SCORE = 1000.0
@@ -63,13 +64,20 @@ def sensitivity_of(score: float | None) -> tuple[str, str]:
     return "custom", f"{score:g}"
 
 
-def parse_settings(form: Mapping[str, str]) -> Settings:
+def actions(quarantine: bool) -> tuple[tuple[str, str], ...]:
+    """The actions offered: "quarantine" only where the server keeps one."""
+    if not quarantine:
+        return ACTIONS
+    return (*ACTIONS[:-1], QUARANTINE_ACTION, ACTIONS[-1])
+
+
+def parse_settings(form: Mapping[str, str], *, quarantine: bool = False) -> Settings:
     filtering = form.get("filtering", "")
     action = form.get("action", "")
     language = form.get("language", "")
     if filtering not in dict(FILTERING):
         raise FormError("choose on, off or as my domain is set for spam filtering")
-    if action not in dict(ACTIONS):
+    if action not in dict(actions(quarantine)):
         raise FormError("choose one of the offered actions for spam")
     if language not in dict(LANGUAGES):
         raise FormError("choose one of the offered languages")

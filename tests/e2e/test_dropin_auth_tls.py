@@ -47,6 +47,7 @@ CONFIG = """
 [server]
 listen = ["127.0.0.1:0"]
 qmail_control_dir = "{tmp}/control"
+extensions = true  # STARTTLS and AUTH beyond qmail-smtpd's dialogue
 shutdown_grace_s = 5
 
 [delivery]

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,59 +15,8 @@ import pytest
 
 from mailguard.store.prefs import PrefsStore
 from mailguard.store.repo import Store
-from tests.e2e.daemon_harness import run_cli, upgrade_store
-
-PASSWORD = "correct horse battery"
-CONFIG = """
-[server]
-hostname = "mx.test"
-[web]
-listen = "127.0.0.1:{port}"
-cookie_secure = {secure}
-max_failures_per_account = 3
-"""
-
-
-class Web:
-    def __init__(self, tmp: Path, *, secure: bool = False) -> None:
-        self.store = f"sqlite+aiosqlite:///{tmp}/mailguard.db"
-        upgrade_store(self.store)
-        for user in ("joe@example.com", "ann@example.com"):
-            res = subprocess.run([sys.executable, "-m", "mailguard.cli.main", "account",
-                                  "passwd", user, "--store", self.store], input=PASSWORD,
-                                 text=True, capture_output=True, check=False)
-            assert res.returncode == 0, res.stderr
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        cfg = tmp / "web.toml"
-        cfg.write_text(CONFIG.format(port=self.port, secure="true" if secure else "false"))
-        self.log: str | None = None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailguard.cli.main", "web", "--config", str(cfg),
-             "--store", self.store], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError("mailguard web did not start")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", follow_redirects=False)
-
-    def stop(self) -> str:
-        """Stop the server (once) and return everything it logged."""
-        if self.log is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-            assert self.proc.stderr is not None
-            self.log = self.proc.stderr.read().decode()
-            self.proc.stderr.close()
-        return self.log
+from tests.e2e.daemon_harness import run_cli
+from tests.e2e.web_harness import PASSWORD, Web, csrf, login
 
 
 @pytest.fixture
@@ -79,18 +24,6 @@ def web(tmp_path: Path) -> Iterator[Web]:
     w = Web(tmp_path)
     yield w
     w.stop()
-
-
-def csrf(html: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, html
-    return m.group(1)
-
-
-def login(c: httpx.Client, user: str = "joe@example.com",
-          password: str = PASSWORD) -> httpx.Response:
-    token = csrf(c.get("/login").text)
-    return c.post("/login", data={"csrf": token, "address": user, "password": password})
 
 
 def prefs_of(store: str, user: str) -> tuple[object, dict[str, list[str]]]:

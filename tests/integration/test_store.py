@@ -47,6 +47,9 @@ def _rec(ts: float, outcome: str = "accepted", **kw: object) -> MessageRecord:
         "queue_id": "q1",
         "duration_ms": 12,
         "verdicts": "dnsbl=pass",
+        "direction": "in",
+        "dispositions": "delivered=1",
+        "host": "mx1.example.net",
     }
     fields.update(kw)
     return MessageRecord(**fields)  # type: ignore[arg-type]

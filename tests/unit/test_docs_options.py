@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from mailguard.settings.alerts import AlertsConfig
 from mailguard.settings.dns import DnsConfig
 from mailguard.settings.dnsbl import DnsblConfig, DnsblZone
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
+from mailguard.settings.qmail_watch import QmailWatchConfig
 from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.spf import SpfConfig
 from mailguard.settings.web import WebConfig
@@ -48,6 +50,8 @@ def shows(value: Any, cell: str) -> bool:
         return (value or '""') in cell
     if isinstance(value, tuple) and not value:
         return "[]" in cell
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]" in cell
     raise AssertionError(f"no rule for a default like {value!r}")
 
 
@@ -73,6 +77,8 @@ FEATURES = [
     ("spf.md", SpfConfig, "spf."),
     ("limits.md", TarpitConfig, "tarpit."),
     ("limits.md", LimitsConfig, "limits."),
+    ("monitoring.md", AlertsConfig, "alerts."),
+    ("monitoring.md", QmailWatchConfig, "qmail_watch."),
 ]
 
 

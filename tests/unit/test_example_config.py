@@ -14,10 +14,12 @@ import pytest
 
 from mailguard.cli.main import main
 from mailguard.config import load
+from mailguard.settings.alerts import AlertsConfig
 from mailguard.settings.dns import DnsConfig
 from mailguard.settings.dnsbl import DnsblConfig, DnsblZone
 from mailguard.settings.greylist import GreylistConfig
 from mailguard.settings.limits import LimitsConfig, TarpitConfig
+from mailguard.settings.qmail_watch import QmailWatchConfig
 from mailguard.settings.spf import SpfConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "contrib" / "mailguard.example.toml"
@@ -71,6 +73,8 @@ def test_uncommenting_turns_the_features_on(full: Path) -> None:
         (("spf",), SpfConfig),
         (("tarpit",), TarpitConfig),
         (("limits",), LimitsConfig),
+        (("alerts",), AlertsConfig),
+        (("qmail_watch",), QmailWatchConfig),
     ],
 )
 def test_every_key_is_in_the_example(full: Path, path: tuple[str | int, ...],

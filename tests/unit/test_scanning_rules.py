@@ -42,6 +42,20 @@ D_ON = DomainPrefs("ex.test", spam_enabled=True)
      Effective(True, "release", "", "")),
     (None, DomainPrefs("ex.test", True, ""), SpamConfig(default_action="delete"),
      Effective(True, "delete", "", "")),
+    # the domain says users may not override: their on/off and action are ignored, their
+    # language and box (for the domain's user-box action) still count
+    (UserPrefs("u@ex.test", spam_enabled=False, spam_action="release", language="fr"),
+     DomainPrefs("ex.test", True, "delete", users_may_override=False), CFG,
+     Effective(True, "delete", "", "fr")),
+    (UserPrefs("u@ex.test", spam_enabled=True, spam_action="tag"),
+     DomainPrefs("ex.test", False, "delete", users_may_override=False), CFG,
+     Effective(False, "delete", "", "")),
+    (UserPrefs("u@ex.test", spam_action="tag", spam_box="me+junk@ex.test"),
+     DomainPrefs("ex.test", True, "user-box", users_may_override=False), CFG,
+     Effective(True, "user-box", "me+junk@ex.test", "")),
+    (UserPrefs("u@ex.test", spam_enabled=False, spam_action="release"),  # allowed: theirs
+     DomainPrefs("ex.test", True, "delete", users_may_override=True), CFG,
+     Effective(False, "release", "", "")),
 ])
 def test_effective(user: UserPrefs | None, domain: DomainPrefs | None, cfg: SpamConfig,
                    want: Effective) -> None:

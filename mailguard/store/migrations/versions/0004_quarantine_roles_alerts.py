@@ -1,5 +1,5 @@
 """Quarantine, web roles, a domain's "users may override" switch, alerts, qmail queue
-readings.
+readings, mail-flow statistics (message_log gains host, direction, dispositions).
 
 Revision ID: 0004
 Revises: 0003
@@ -45,9 +45,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_quarantine_ts"), ["ts"], unique=False)
         batch_op.create_index(batch_op.f("ix_quarantine_expires_ts"), ["expires_ts"],
                               unique=False)
-        batch_op.create_index("ix_quarantine_rcpt_status_ts", ["rcpt", "status", "ts"],
+        # a page is "this scope's held entries, newest (highest id) first"
+        batch_op.create_index("ix_quarantine_rcpt_status_id", ["rcpt", "status", "id"],
                               unique=False)
-        batch_op.create_index("ix_quarantine_domain_status_ts", ["domain", "status", "ts"],
+        batch_op.create_index("ix_quarantine_domain_status_id", ["domain", "status", "id"],
                               unique=False)
     op.create_table(
         "web_role",
@@ -92,7 +93,46 @@ def upgrade() -> None:
         batch_op.create_index("ix_qmail_queue_reading_host_ts", ["host", "ts"], unique=False)
 
 
+    with op.batch_alter_table("message_log", schema=None) as batch_op:
+        for column in ("host", "direction", "dispositions"):
+            batch_op.add_column(sa.Column(column, sa.Text(), nullable=False,
+                                          server_default=""))
+    flow_keys = ("host", "domain", "direction", "outcome", "reason")
+    op.create_table(
+        "flow_bucket",
+        sa.Column("resolution", sa.Integer(), nullable=False),
+        sa.Column("start_ts", sa.Double(), nullable=False),
+        *(sa.Column(k, sa.Text(), nullable=False) for k in flow_keys),
+        sa.Column("messages", sa.BigInteger(), nullable=False),
+        sa.Column("rcpts", sa.BigInteger(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("resolution", "start_ts", *flow_keys,
+                                name=op.f("pk_flow_bucket")),
+    )
+    op.create_table(
+        "usage_bucket",
+        sa.Column("resolution", sa.Integer(), nullable=False),
+        sa.Column("start_ts", sa.Double(), nullable=False),
+        sa.Column("host", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("messages", sa.BigInteger(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("caught", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("resolution", "start_ts", "host", "kind", "key",
+                                name=op.f("pk_usage_bucket")),
+    )
+    with op.batch_alter_table("usage_bucket", schema=None) as batch_op:
+        batch_op.create_index("ix_usage_bucket_kind_key",
+                              ["kind", "key", "resolution", "start_ts"], unique=False)
+
+
 def downgrade() -> None:
+    op.drop_table("usage_bucket")
+    op.drop_table("flow_bucket")
+    with op.batch_alter_table("message_log", schema=None) as batch_op:
+        for column in ("dispositions", "direction", "host"):
+            batch_op.drop_column(column)
     op.drop_table("qmail_queue_reading")
     op.drop_table("alert")
     with op.batch_alter_table("mail_domain", schema=None) as batch_op:

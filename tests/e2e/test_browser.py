@@ -1,0 +1,152 @@
+"""The web page in a real browser: Debian's headless Chromium, driven by Selenium through
+Debian's chromedriver (nothing is downloaded), on a phone-sized window, against the real
+`mailguard web` and the real daemon, clamd and spamd.
+
+A mail user logs in, picks "strict" and "keep in quarantine", GTUBE is sent through the
+daemon, the user finds it in the quarantine, releases it and it is delivered once.
+Screenshots of the pages go to $MAILGUARD_SCREENSHOTS (default build/screenshots)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.e2e.web_site import PASSWORD, Site, run_site
+from tests.scanner_helpers import gtube
+
+ROOT = Path(__file__).resolve().parents[2]
+PHONE = (390, 844)  # CSS pixels of a common phone in portrait
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def screenshots() -> Path:
+    path = Path(os.environ.get("MAILGUARD_SCREENSHOTS", ROOT / "build" / "screenshots"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: apt-get install chromium "
+                    "chromium-driver (contrib/install-deps.sh does)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-sync",
+                "--disable-component-update", f"--window-size={PHONE[0]},{PHONE[1]}",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        opts.add_argument(arg)
+    service = Service(CHROMEDRIVER)
+    driver = webdriver.Chrome(service=service, options=opts)
+    driver.set_window_size(*PHONE)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+    proc = service.process  # selenium stops chromedriver without waiting for it
+    if proc is not None:
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, clamd_socket: str,
+         spamd_addr: tuple[str, int]) -> Iterator[Site]:
+    yield from run_site(tmp_path_factory.mktemp("browser"), clamd_socket, spamd_addr)
+
+
+def fits_the_screen(driver: WebDriver) -> bool:
+    """Nothing wider than the window: no sideways scrolling on a phone."""
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    inner = driver.execute_script("return window.innerWidth")
+    return bool(width <= inner)
+
+
+def shoot(driver: WebDriver, name: str) -> None:
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(PHONE[0], max(PHONE[1], int(height) + 100))
+    driver.save_screenshot(str(screenshots() / f"{name}.png"))
+    driver.set_window_size(*PHONE)
+
+
+def wait_notice(driver: WebDriver, text: str) -> None:
+    """Wait for the next page's notice to say `text` (the old page may still be shown)."""
+    def says(d: WebDriver) -> bool:
+        found = d.find_elements(By.CLASS_NAME, "notice")
+        return bool(found) and text in found[0].text
+
+    WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,)).until(says)
+
+
+def log_in(driver: WebDriver, site: Site, user: str) -> None:
+    driver.get(site.base + "/login")
+    assert fits_the_screen(driver)
+    driver.find_element(By.ID, "address").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    shoot(driver, "login")
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 15).until(lambda d: "/login" not in d.current_url)
+
+
+def test_phone_user_quarantines_gtube_and_releases_it_once(browser: WebDriver,
+                                                           site: Site) -> None:
+    d = site.daemon
+    log_in(browser, site, "joe@example.com")
+    assert "Spam settings for joe@example.com" in browser.find_element(By.TAG_NAME, "h1").text
+    assert fits_the_screen(browser)
+    # labels name every control (what a screen reader announces)
+    for control in ("filtering", "sensitivity", "action", "language"):
+        label = browser.find_element(By.CSS_SELECTOR, f"label[for={control}]")
+        assert label.text.strip()
+    Select(browser.find_element(By.ID, "sensitivity")).select_by_value("strict")
+    Select(browser.find_element(By.ID, "action")).select_by_value("quarantine")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/settings'] button").click()
+    wait_notice(browser, "applies to the next message")
+    assert Select(browser.find_element(By.ID, "action")).first_selected_option \
+        .get_attribute("value") == "quarantine"
+    shoot(browser, "settings")
+
+    with smtplib.SMTP(d.host, d.port, timeout=60) as smtp:
+        smtp.sendmail("deals@spam.example", ["joe@example.com"],
+                      "From: Deals <deals@spam.example>\r\nTo: joe@example.com\r\n"
+                      f"Subject: You won\r\n\r\n{gtube()}\r\n")
+    assert d.spooled("example.com", "joe") == []  # held, not delivered
+
+    browser.get(site.base + "/quarantine")
+    items = browser.find_elements(By.CSS_SELECTOR, "li.message")
+    assert len(items) == 1
+    text = items[0].text
+    assert "You won" in text and "deals@spam.example" in text and "spam score" in text
+    assert fits_the_screen(browser)
+    shoot(browser, "quarantine")
+    release = items[0].find_element(By.XPATH, ".//button[normalize-space()='Release']")
+    form = release.find_element(By.XPATH, "./ancestor::form")
+    action = form.get_attribute("action")
+    token = form.find_element(By.NAME, "csrf").get_attribute("value")
+    release.click()
+    wait_notice(browser, "on its way")
+    assert browser.find_elements(By.CSS_SELECTOR, "li.message") == []
+    shoot(browser, "quarantine-released")
+    # the same form posted again (a double click, a replayed request): nothing more
+    browser.execute_script(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
+        "const i = document.createElement('input'); i.type = 'hidden'; i.name = 'csrf';"
+        "i.value = arguments[1]; f.appendChild(i); document.body.appendChild(f); f.submit();",
+        action, token)
+    wait_notice(browser, "no longer in the quarantine")
+    delivered = d.spooled("example.com", "joe")
+    assert len(delivered) == 1
+    assert message_from_bytes(delivered[0])["Subject"] == "You won"
