@@ -19,6 +19,7 @@ from mailguard.frontend.server import SmtpServer
 from mailguard.frontend.services import Services
 from mailguard.frontend.smtpauth import build_smtp_auth
 from mailguard.frontend.tls import build_tls_context
+from mailguard.housekeeping import start_housekeeping
 from mailguard.metrics import Metrics
 from mailguard.notify.virus import MailNotifier
 from mailguard.notify.watchdog import start_watchdog
@@ -151,7 +152,7 @@ def build_services(config: Config, *, clock: Clock, metrics: Metrics, store: Sto
 # that changes one of these logs it and keeps the running value.
 RESTART_ONLY = (("server", "listen"), ("tls", "smtps_listen"), ("store", "url"),
                 ("control", None), ("metrics", "listen"), ("log", None),
-                ("alerts", None))  # the alert watchdog is started once
+                ("alerts", None), ("stats", None))  # watchdog, housekeeping: started once
 
 
 def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
@@ -230,6 +231,7 @@ async def run_daemon(config: Config, *, clock: Clock | None = None,
             await metrics_server.start()
             res.closers.append(metrics_server.stop)
         res.closers.append(start_watchdog(config, metrics=metrics, db=store.db, clock=clock).stop)
+        res.closers.append(start_housekeeping(config.stats, store.db, clock).stop)
         if config.control.enabled:  # after the listeners; its closer waits for hand-overs
             await start_control(res, live, server.tracker)
         log.info("event=ready hostname=%s domains=%s delivery=%s store=%s",

@@ -31,6 +31,7 @@ from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.queue import QueueConfig
 from mailguard.settings.scan import ClamdConfig, ScanConfig, SpamConfig, SpamdConfig
 from mailguard.settings.spf import SpfConfig
+from mailguard.settings.stats import StatsConfig
 from mailguard.settings.virus import VirusConfig
 from mailguard.settings.web import WebConfig
 from mailguard.verdict import Stage
@@ -149,6 +150,7 @@ class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     virus: VirusConfig = field(default_factory=VirusConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     qmail_watch: QmailWatchConfig = field(default_factory=QmailWatchConfig)
     # feature sections: one line each, the dataclass in mailguard/settings/<feature>.py

@@ -86,3 +86,21 @@ async def test_counts_buckets_domains_hosts_usage_and_retention(store: Store) ->
     assert removed > 0
     assert await stats.flow(FIVE_MIN, T0, T0 + DAY) == []
     assert sum(p.messages for p in await stats.flow(DAY, T0, T0 + DAY)) == 6
+
+
+async def test_housekeeping_purges_log_and_buckets_by_retention(store: Store) -> None:
+    from mailguard.housekeeping import purge_once  # noqa: PLC0415
+    from mailguard.settings.stats import StatsConfig  # noqa: PLC0415
+
+    log = MessageLogStore(store.db)
+    await log.record([rec(T0, "accepted", dispositions="delivered=1"),
+                      rec(T0 + 5 * DAY, "accepted", dispositions="delivered=1")])
+    cfg = StatsConfig(message_log_days=3, five_min_days=1, hourly_days=4, daily_days=30)
+    rows, buckets = await purge_once(cfg, store.db, T0 + 6 * DAY + HOUR)
+    assert rows == 1  # the first transaction's row; the second is within 3 days
+    assert [r.ts for r in await log.recent()] == [T0 + 5 * DAY]
+    stats = StatsStore(store.db)
+    assert buckets > 0
+    assert await stats.flow(FIVE_MIN, T0, T0 + 7 * DAY) == []
+    assert [p.start_ts for p in await stats.flow(HOUR, T0, T0 + 7 * DAY)] == [T0 + 5 * DAY]
+    assert len(await stats.flow(DAY, T0, T0 + 7 * DAY)) == 2

@@ -19,6 +19,7 @@ from mailguard.settings.limits import LimitsConfig, TarpitConfig
 from mailguard.settings.qmail_watch import QmailWatchConfig
 from mailguard.settings.quarantine import QuarantineConfig
 from mailguard.settings.spf import SpfConfig
+from mailguard.settings.stats import StatsConfig
 from mailguard.settings.web import WebConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -74,6 +75,7 @@ FEATURES = [
     ("greylist.md", GreylistConfig, "greylist."),
     ("web.md", WebConfig, "web."),
     ("quarantine.md", QuarantineConfig, "quarantine."),
+    ("monitoring.md", StatsConfig, "stats."),
     ("spf.md", SpfConfig, "spf."),
     ("limits.md", TarpitConfig, "tarpit."),
     ("limits.md", LimitsConfig, "limits."),
