@@ -39,8 +39,10 @@ SERIES = (("delivered", "#2e7d32"), ("quarantined", "#f9a825"), ("deleted", "#6d
           ("rejected", "#c62828"), ("deferred", "#1565c0"), ("aborted", "#9e9e9e"))
 STYLE = Style(background="white", plot_background="white", foreground="#222",
               foreground_strong="#111", foreground_subtle="#666", font_family="sans-serif",
-              colors=tuple(c for _, c in SERIES), label_font_size=11,
-              legend_font_size=12, title_font_size=14)
+              colors=tuple(c for _, c in SERIES), label_font_size=20,
+              major_label_font_size=20, legend_font_size=22, title_font_size=22)
+# drawn small and scaled by the browser: readable on a phone, sharp on a desktop
+WIDTH, HEIGHT = 520, 420
 
 
 def buckets(view: View, until: float) -> list[float]:
@@ -67,19 +69,32 @@ def flow_chart(title: str, view: View, starts: Sequence[float],
                series: dict[str, list[int]]) -> str:
     """A stacked bar chart, one bar per bucket, as an <svg> element."""
     chart = pygal.StackedBar(
-        style=STYLE, width=900, height=360, js=[], disable_xml_declaration=True,
+        style=STYLE, width=WIDTH, height=HEIGHT, js=[], disable_xml_declaration=True,
         show_minor_x_labels=False, x_label_rotation=30, legend_at_bottom=True,
-        legend_at_bottom_columns=3, title=title, print_values=False, spacing=0,
+        legend_at_bottom_columns=2, title=title, print_values=False, spacing=0,
         margin=10, truncate_label=-1, show_y_guides=True, include_x_axis=True,
         explicit_size=False, no_data_text="no mail in this period")
     labels = [time.strftime(view.label_format, time.gmtime(s)) for s in starts]
     chart.x_labels = labels
-    step = max(1, len(labels) // 12)
+    step = max(1, len(labels) // 6)
     chart.x_labels_major = labels[::step]
     for name, _colour in SERIES:
         values = series.get(name, [])
         chart.add(name, values if any(values) else [None] * len(values))
+    stacked = [sum(v[i] for v in series.values()) for i in range(len(starts))]
+    chart.y_labels = int_ticks(max(stacked, default=0))
     return _no_scripts(str(chart.render(is_unicode=True)))
+
+
+def int_ticks(top: int) -> list[int]:
+    """About five whole-number y labels from 0 to at least `top` (messages are counted,
+    never fractions): steps of 1, 2, 5, 10, 20, 50…"""
+    step, factors = 1, (2, 2.5, 2)
+    i = 0
+    while top / step > 5:
+        step = int(step * factors[i % 3])
+        i += 1
+    return list(range(0, max(top, 1) + step, step))
 
 
 def _no_scripts(svg: str) -> str:
@@ -102,13 +117,14 @@ def usage_chart(title: str, view: View, starts: Sequence[float],
             accepted[i] += messages
             caught[i] += held
     style = Style(**{**STYLE.to_dict(), "colors": ("#2e7d32", "#c62828")})
-    chart = pygal.Bar(style=style, width=900, height=300, js=[],
+    chart = pygal.Bar(style=style, width=WIDTH, height=HEIGHT, js=[],
                       disable_xml_declaration=True, show_minor_x_labels=False,
                       x_label_rotation=30, legend_at_bottom=True, title=title, margin=10,
                       explicit_size=False, no_data_text="no mail in this period")
     labels = [time.strftime(view.label_format, time.gmtime(s)) for s in starts]
     chart.x_labels = labels
-    chart.x_labels_major = labels[::max(1, len(labels) // 12)]
+    chart.x_labels_major = labels[::max(1, len(labels) // 6)]
     chart.add("received", accepted)
     chart.add("caught (refused, quarantined, deleted)", caught)
+    chart.y_labels = int_ticks(max([*accepted, *caught], default=0))
     return _no_scripts(str(chart.render(is_unicode=True)))

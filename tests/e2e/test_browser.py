@@ -150,3 +150,25 @@ def test_phone_user_quarantines_gtube_and_releases_it_once(browser: WebDriver,
     delivered = d.spooled("example.com", "joe")
     assert len(delivered) == 1
     assert message_from_bytes(delivered[0])["Subject"] == "You won"
+
+
+def test_admin_dashboard_shows_the_flow(browser: WebDriver, site: Site) -> None:
+    """The server admin's mail-flow dashboard after the first test's mail: a graph (SVG
+    drawn on the server) and the totals, readable on the phone-sized window."""
+    from tests.e2e.web_site import cli  # noqa: PLC0415
+
+    assert cli(site.daemon, "role", "grant", "boss@example.com", "*").returncode == 0
+    browser.delete_all_cookies()
+    log_in(browser, site, "boss@example.com")
+    browser.get(site.base + "/stats?view=day")
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")
+    rows = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
+            for r in browser.find_elements(By.CSS_SELECTOR, "table tbody tr")
+            if len(r.find_elements(By.TAG_NAME, "td")) == 3
+            and r.find_elements(By.TAG_NAME, "td")[2].text.endswith("%")}
+    assert rows["quarantined"] == "1"
+    assert fits_the_screen(browser)
+    shoot(browser, "dashboard")
+    browser.get(site.base + "/stats/usage")
+    assert "joe@example.com" in browser.find_element(By.TAG_NAME, "body").text
+    shoot(browser, "usage")

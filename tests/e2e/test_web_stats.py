@@ -92,6 +92,6 @@ def test_dashboard_usage_and_csv_count_what_was_sent(site: Site) -> None:
     with site.client() as c:  # a mail user: their own mail
         login(c, "joe@example.com")
         mine = c.get("/stats").text
-        assert "3 messages delivered to you, 1 caught for you" in mine
+        assert "3 messages accepted for you; 1 caught for you" in mine
         assert c.get("/stats/usage").status_code == 403
         assert c.get("/stats?domain=example.com").status_code == 403
