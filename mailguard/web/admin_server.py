@@ -2,8 +2,9 @@
 same store modules — domains and their admins (`mailguard domain`, `mailguard role`),
 per-IP DNSBL overrides (`mailguard override`), the greylist (`mailguard greylist`),
 suspended users and the panic switch (`mailguard user`, `mailguard panic`) and the
-accounts (`mailguard account`). Only a login with the server role ("*") reaches them;
-every POST logs one line `event=web_admin`."""
+accounts (`mailguard account`); the overview also shows the alerts (open and of the
+last week) and the qmail queue as `mailguard qmail-watch` read it. Only a login with
+the server role ("*") reaches them; every POST logs one line `event=web_admin`."""
 
 from __future__ import annotations
 
@@ -15,24 +16,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from mailguard.store.alerts import AlertStore
 from mailguard.store.greylist import GreylistStore
 from mailguard.store.overrides import OverrideStore
+from mailguard.store.queue_readings import QueueReadingStore
 from mailguard.store.roles import SERVER, Roles, target_error
 from mailguard.store.users import PANIC
 from mailguard.store.web_sessions import WebSessionRecord
-from mailguard.web import admin_forms
+from mailguard.web import admin_forms, charts
 from mailguard.web.forms import FormError
 
 if TYPE_CHECKING:
     from mailguard.web.admin_pages import Admin
 
 PAGE_SIZE = 50
+DAY_S = 86400
 OVERVIEW = 10  # suspended users on the overview; all of them on /admin/suspended
 TRIPLETS = 50
 
 
 def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) + " UTC" if ts else "never"
+
+
+def age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def routes(admin: Admin) -> list[BaseRoute]:
@@ -44,9 +56,21 @@ def routes(admin: Admin) -> list[BaseRoute]:
 
     async def overview(request: Request, rec: WebSessionRecord, roles: Roles, *,
                        error: str = "", status: int = 200) -> Response:
+        now = ctx.clock.now()
+        alerts = AlertStore(ctx.store.db)
+        readings = await QueueReadingStore(ctx.store.db).since(now - DAY_S)
+        queue_svg = charts.queue_chart("qmail queue, last 24 hours", [
+            (r.ts, r.host, r.messages, r.unprocessed) for r in readings]) if readings else ""
+        latest = {r.host: r for r in readings}  # oldest first: the last one wins
         return admin.page(request, "admin/index.html", rec, roles, status, current="admin",
                           panic=await admin.users.panic(), error=error,
-                          suspended=await admin.users.suspended(limit=OVERVIEW + 1))
+                          suspended=await admin.users.suspended(limit=OVERVIEW + 1),
+                          open_alerts=await alerts.list_open(),
+                          recent_alerts=[a for a in await alerts.list_recent(
+                              now - 7 * DAY_S, limit=20) if not a.open],
+                          queue_svg=queue_svg, queue_latest=sorted(latest.values(),
+                                                                   key=lambda r: r.host),
+                          when=when, age=age)
 
     async def show_overview(request: Request, rec: WebSessionRecord, roles: Roles) -> Response:
         return await overview(request, rec, roles)

@@ -128,3 +128,28 @@ def usage_chart(title: str, view: View, starts: Sequence[float],
     chart.add("caught (refused, quarantined, deleted)", caught)
     chart.y_labels = int_ticks(max([*accepted, *caught], default=0))
     return _no_scripts(str(chart.render(is_unicode=True)))
+
+
+def queue_chart(title: str, readings: Sequence[tuple[float, str, int, int]]) -> str:
+    """The qmail queue over the last 24 hours: messages and not yet preprocessed, one
+    line each per host, from `mailguard qmail-watch` readings (ts, host, messages,
+    unprocessed), oldest first."""
+    chart = pygal.DateTimeLine(
+        style=STYLE, width=WIDTH, height=HEIGHT, js=[], disable_xml_declaration=True,
+        x_label_rotation=30, legend_at_bottom=True, legend_at_bottom_columns=1,
+        title=title, margin=10, explicit_size=False, show_dots=False,
+        x_value_formatter=lambda d: d.strftime("%H:%M"),
+        no_data_text="no readings in the last 24 hours")
+    import datetime  # noqa: PLC0415
+
+    hosts = sorted({h for _, h, _, _ in readings})
+    top = 0
+    for host in hosts:
+        mine = [r for r in readings if r[1] == host]
+        when = [datetime.datetime.fromtimestamp(r[0], datetime.UTC) for r in mine]
+        chart.add(f"{host}: in queue", list(zip(when, (r[2] for r in mine), strict=True)))
+        chart.add(f"{host}: not preprocessed",
+                  list(zip(when, (r[3] for r in mine), strict=True)))
+        top = max([top, *(r[2] for r in mine)])
+    chart.y_labels = int_ticks(top)
+    return _no_scripts(str(chart.render(is_unicode=True)))

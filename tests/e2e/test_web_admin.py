@@ -434,3 +434,34 @@ def test_a_plain_login_after_all_this_is_still_plain(web: Web, session: Session)
     with web.client() as c:
         assert login(c, ZED, PASSWORD).status_code == 303
         assert c.get("/admin").status_code == 403
+
+
+def test_overview_shows_alerts_and_the_qmail_queue(web: Web, session: Session) -> None:
+    import time  # noqa: PLC0415
+
+    from mailguard.store.alerts import AlertStore  # noqa: PLC0415
+    from mailguard.store.queue_readings import QueueReadingRecord, QueueReadingStore  # noqa: PLC0415
+
+    now = time.time()
+
+    async def seed(db: Database) -> None:
+        alerts = AlertStore(db)
+        await alerts.touch("scanner:clamd:mx1", "scanner", "clamd <down> for 10 min",
+                           host="mx1", now=now - 600, remind_s=3600)
+        await alerts.touch("dnsbl:bl.test:mx1", "dnsbl", "zone disabled", host="mx1",
+                           now=now - 7200, remind_s=3600)
+        await alerts.resolve("dnsbl:bl.test:mx1", now=now - 3600)
+        readings = QueueReadingStore(db)
+        for i, messages in enumerate((3, 40, 120)):
+            await readings.add(QueueReadingRecord("mx1", now - 3600 + i * 600, messages,
+                                                  messages // 2, 1, messages - 1, 900.0))
+
+    on_store(web, seed)
+    c, _ = session(ROOT)
+    page = c.get("/admin").text
+    assert "<strong>scanner</strong> on mx1: clamd &lt;down&gt; for 10 min" in page
+    assert "Over in the last 7 days:" in page and "dnsbl on mx1" in page
+    assert "mx1: 120 in queue (1 local, 119 remote), 60 not yet preprocessed" in page
+    assert "<svg" in page and "<script" not in page
+    boss, _ = session(BOSS)
+    assert boss.get("/admin").status_code == 403
