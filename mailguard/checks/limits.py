@@ -43,6 +43,7 @@ from mailguard.metrics import Metrics
 from mailguard.notify.alert import AlertFacts, build_alert
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.settings.limits import LimitsConfig
+from mailguard.store.alerts import AlertStore
 from mailguard.store.users import UserStore
 from mailguard.verdict import CONTINUE, Action, Reply, Stage, Verdict, tempfail
 
@@ -59,8 +60,10 @@ class LimitsCheck:
 
     def __init__(self, cfg: LimitsConfig, users: UserStore, delivery: Delivery, *,
                  hostname: str, metrics: Metrics, is_local_domain: Callable[[str], bool],
-                 enforce: bool, record_timeout_s: float = 30.0) -> None:
+                 enforce: bool, record_timeout_s: float = 30.0,
+                 alerts: AlertStore | None = None) -> None:
         self._cfg = cfg
+        self._alerts = alerts
         self._users = users
         self._delivery = delivery
         self._hostname = hostname
@@ -162,6 +165,20 @@ class LimitsCheck:
         except TemporaryError as exc:  # the store is down: the claim expires by itself
             log.error("event=limits_alert_release_failed user=%r error=%r", user, str(exc))
 
+    async def _record_incident(self, user: str, reason: str, now: float) -> None:
+        """The alert joins the others in the store's `alert` table (the admin page lists
+        it): an incident of its own, closed at once — this check's claim already makes
+        it one mail per `incident_s`."""
+        if self._alerts is None:
+            return
+        key = f"outbound:{user}"
+        try:
+            await self._alerts.touch(key, "outbound", f"{user}: {reason}",
+                                     host=self._hostname, now=now, remind_s=0)
+            await self._alerts.resolve(key, now=now)
+        except TemporaryError as exc:  # the mail went out; the record is a nicety
+            log.error("event=limits_alert_record_failed user=%r error=%r", user, str(exc))
+
     async def _send_alert(self, user: str, verdict: Assessment, now: float,
                           suspend: bool) -> bool:
         cfg = self._cfg
@@ -178,6 +195,8 @@ class LimitsCheck:
             ok, reply = False, repr(exc)
         result = "sent" if ok else "failed"
         self._metrics.inc("mailguard_limits_alerts_total", result=result)
+        if ok:
+            await self._record_incident(user, verdict.describe(), now)
         level = logging.WARNING if ok else logging.ERROR
         log.log(level, "event=limits_alert result=%s user=%r to=%s reason=%r reply=%r",
                 result, user, cfg.alert_to, verdict.describe(), reply)
@@ -194,7 +213,7 @@ def build_limits(res: Resources, policy: CheckPolicy) -> tuple[Check, CheckPolic
         config.limits, UserStore(res.store.db), res.delivery,
         hostname=config.server.hostname, metrics=res.metrics,
         is_local_domain=res.is_local_domain, enforce=policy.mode is Mode.ENFORCE,
-        record_timeout_s=policy.timeout_s,
+        record_timeout_s=policy.timeout_s, alerts=AlertStore(res.store.db),
     )
     if policy.mode is not Mode.OFF:  # off: the pipeline drops the check; no counting either
         res.on_accepted.append((check.name, check.record_accepted))

@@ -28,6 +28,7 @@ from mailguard.pipeline import Pipeline
 from mailguard.policy import CheckPolicy, Mode
 from mailguard.resources import Resources
 from mailguard.store import migrate
+from mailguard.store.alerts import AlertStore
 from mailguard.store.repo import Store
 from mailguard.store.users import UserStore
 from mailguard.verdict import Reply
@@ -150,6 +151,13 @@ async def test_windows_soft_delays_hard_refusal_alert_once_and_window_frees(
     assert b"last hour: 6 messages (soft 3 / hard 6)" in alert
     assert b"  example.org  6\n" in alert
     assert b"  - msg 5\n" in alert and b"  - msg 1\n" in alert and b"msg 0" not in alert
+    # ... and the incident is recorded with the other alerts (the admin page lists it)
+    reader = await Store.open(r.url)
+    stores.append(reader)
+    [incident] = await AlertStore(reader.db).list_recent(0)
+    assert (incident.key, incident.kind, incident.sent) == (
+        "outbound:alice@example.com", "outbound", 1)
+    assert incident.message.startswith("alice@example.com: ") and not incident.open
     # the window frees: accepted again, without delay and without a new alert
     r.clock.advance(3600)
     sleeps = len(r.clock.sleeps)
