@@ -49,9 +49,15 @@ class Scope:
 
 
 def scope_of(request: Request, rec: WebSessionRecord, roles: Roles) -> Scope | None:
-    """The scope asked for (`?domain=`), if the roles allow it; a plain user's own."""
+    """The scope asked for (`?domain=`, or `?user=` for one user's own view), if the
+    roles allow it; a plain user's own."""
     asked = request.query_params.get("domain", "").strip().lower()
     mine = tuple(sorted(roles.domains))
+    user = request.query_params.get("user", "").strip().lower()
+    if user:
+        if user != rec.user and not roles.administers(user.rpartition("@")[2]):
+            return None
+        return Scope("", user, mine, roles.server_admin)
     if roles.server_admin:
         return Scope(asked, "", mine, True)
     if not mine:
@@ -111,6 +117,7 @@ def routes(pages: Pages) -> list[BaseRoute]:
         query = {k: v for k, v in (("domain", scope.domain if roles.server_admin or
                                     roles.domains else ""), ("host", host)) if v}
         if scope.user:
+            query = {"user": scope.user} if scope.user != rec.user else {}
             view = USER_VIEWS.get(name, USER_VIEWS["day"])
             starts = charts.buckets(view, now)
             since = starts[0]
@@ -124,7 +131,8 @@ def routes(pages: Pages) -> list[BaseRoute]:
                                      got)
             return pages.page(request, "stats.html", roles=roles, current="stats",
                               user=rec.user, csrf=rec.csrf, svg=svg, view=view,
-                              views=USER_VIEWS, scope=scope, query="", refresh=REFRESH_S,
+                              views=USER_VIEWS, scope=scope,
+                              query=urllib.parse.urlencode(query), refresh=REFRESH_S,
                               mine={"received": received, "caught": caught,
                                     "sent": sum(u.messages for u in sent)},
                               totals=[], reasons=[], hosts=[])

@@ -82,11 +82,16 @@ def test_dashboard_usage_and_csv_count_what_was_sent(site: Site) -> None:
         assert by[("rcpt", "ann@example.com")]["caught"] == "2"
         assert by[("sender", "a@example.org")]["messages"] == "6"  # quarantined: accepted
         assert by[("domain", "example.com")]["messages"] == "5"
+        # one user's own view, from the usage table's link
+        assert '<a href="/stats?user=joe%40example.com">' in usage.text
+        assert "3 messages accepted for you" in c.get("/stats?user=joe@example.com").text
     with site.client() as c:  # a domain admin: their domain only
         login(c, "ann@example.com")
         assert sum(totals(c.get("/stats").text).values()) == 1
         assert c.get("/stats?domain=example.com").status_code == 403
         assert c.get("/stats/usage?domain=example.com").status_code == 403
+        assert c.get("/stats?user=joe@example.com").status_code == 403
+        assert c.get("/stats?user=joe@other.test").status_code == 200
         rows = list(csv.DictReader(io.StringIO(c.get("/stats/usage.csv").text)))
         assert {r["key"] for r in rows if r["kind"] == "rcpt"} == {"joe@other.test"}
     with site.client() as c:  # a mail user: their own mail
