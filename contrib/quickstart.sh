@@ -119,6 +119,8 @@ CONFIG="$HOME_DIR/mailguard.toml"
     "web.listen=\"$WEB_LISTEN\"" \
     "web.cookie_secure=false" \
     "quarantine.directory=\"$HOME_DIR/quarantine\"" \
+    "alerts.to=\"postmaster@example.com\"" \
+    "alerts.scanner_down_s=60" \
     "delivery.qmail_queue=\"$REPO_ROOT/tests/tools/recording_qmail_queue.py\""
 cat "$CONFIG.tmp" >>"$CONFIG" && rm -f "$CONFIG.tmp"
 .venv/bin/mailguard config check --config "$CONFIG" >/dev/null 2>&1 \
@@ -194,7 +196,11 @@ cat <<MSG
 [quickstart] relaying: 127.0.0.1 may relay in this config, 127.0.0.2 is a stranger:
 [quickstart]   swaks --server $LISTEN --to someone@foreign.test                              -> 250
 [quickstart]   swaks --server $LISTEN --to someone@foreign.test --local-interface 127.0.0.2  -> 553
-[quickstart] a scanner down -> 451, nothing accepted (then restart this): bash contrib/scanners.sh stop $SCAN_DIR
+[quickstart] a scanner down -> 451, nothing accepted; a minute later one alert mail to
+[quickstart] postmaster ($S/example.com/postmaster/new; the admin page lists it), then restart this:
+[quickstart]   bash contrib/scanners.sh stop $SCAN_DIR
+[quickstart] the mail flow: log in as admin@example.com, "Mail flow" (/stats); spam kept in
+[quickstart] quarantine: joe picks "keep in my quarantine" on his settings page
 [quickstart] stop with Ctrl-C (SIGTERM): transactions in flight finish, then clamd and spamd stop.
 MSG
 .venv/bin/mailguard web --config "$CONFIG" &
