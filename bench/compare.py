@@ -6,9 +6,12 @@ qmail-queue run per message — the same tiny compiled stand-in for everyone (re
 then fd 1, exits 0). Postfix's `smtp-source` sends MESSAGES messages of 5 KB in three
 modes: A = one session, a new connection per message; B = 16 sessions, a new connection
 per message; C = 16 sessions that keep their connection. Figures: messages per second
-and the server's CPU per message (user + system, from /proc).
+and the server's CPU per message (user + system, from /proc; a supervisor's workers
+included). mailguard runs once per `--workers` value (`[server] workers`: 1 = the
+daemon alone, 2 = a supervisor and two workers).
 
-    python3 bench/compare.py [--messages 4000] [--modes A,B,C]
+    python3 bench/compare.py [--messages 4000] [--modes A,B,C] [--workers 1,2]
+                             [--only-mailguard]
 
 Needs gcc, rbldnsd and postfix's smtp-source/smtp-sink (contrib/install-deps.sh --bench:
 postfix is installed preseeded "No configuration" and never started).
@@ -54,10 +57,24 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of a process, its waited-for children and its live
+    descendants (a supervisor's workers: their CPU counts before they are reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited meanwhile (a qmail-queue run): its parent counts it
+        return 0.0
     ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_s(c) for c in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 @contextmanager
@@ -83,14 +100,15 @@ def drive(port: int, mode: str, messages: int, pid: int) -> tuple[float, float, 
     return messages / wall, (cpu_s(pid) - before) * 1000 / messages, res.returncode
 
 
-def mailguard_config(tmp: Path, port: int, dns: str, qq: Path, workers: str) -> Path:
-    cfg = tmp / "mailguard.toml"
+def mailguard_config(tmp: Path, port: int, dns: str, qq: Path, workers: int) -> Path:
+    cfg = tmp / f"mailguard-{workers}.toml"
     cfg.write_text(f"""
 [server]
 listen = ["127.0.0.1:{port}"]
 hostname = "mx.test"
 local_domains = ["example.com"]
 max_connections_per_ip = 64
+workers = {workers}
 [delivery]
 method = "qmail-queue"
 qmail_queue = "{qq}"
@@ -107,7 +125,7 @@ delay_s = 0
 socket = "{tmp}/control.sock"
 [log]
 level = "warning"
-{workers}""")
+""")
     return cfg
 
 
@@ -115,7 +133,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--modes", default="A,B,C")
+    ap.add_argument("--workers", default="1,2",
+                    help="mailguard's [server] workers settings to compare (1 = no supervisor)")
+    ap.add_argument("--only-mailguard", action="store_true",
+                    help="skip smtp-sink and the bare aiosmtpd server")
     args = ap.parse_args()
+    workers = [int(w) for w in args.workers.split(",") if w]
     modes = [m for m in args.modes.split(",") if m in MODES]
     for tool in ("gcc", "rbldnsd", "smtp-source", "smtp-sink"):
         if shutil.which(tool) is None:
@@ -145,10 +168,13 @@ def main() -> int:
             ("bare aiosmtpd, same work (Python floor)",
              lambda p: [python, str(ROOT / "bench" / "_bare_server.py"), str(p), dns, str(qq),
                         str(tmp / "bare.db")]),
-            ("mailguard serve", lambda p: [
-                python, "-m", "mailguard.cli.main", "serve", "--config",
-                str(mailguard_config(tmp, p, dns, qq, "")), "--store", store]),
+            *((f"mailguard serve, {n} worker{'s' if n > 1 else ''}",
+               lambda p, n=n: [python, "-m", "mailguard.cli.main", "serve", "--config",
+                               str(mailguard_config(tmp, p, dns, qq, n)), "--store", store])
+              for n in workers),
         ]
+        if args.only_mailguard:
+            systems = [s for s in systems if s[0].startswith("mailguard")]
         print(f"{args.messages} messages of 5 KB per mode; msg/s (server CPU ms per message)")
         print(f"{'system':42}" + "".join(f"{m:>20}" for m in modes))
         try:

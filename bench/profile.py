@@ -46,7 +46,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "mailguard.cli.main", "db", "upgrade", "--store",
                         store], check=True, capture_output=True)
         port = compare.free_port()
-        cfg = compare.mailguard_config(tmp, port, f"127.0.0.1:{dns_port}", qq, "")
+        cfg = compare.mailguard_config(tmp, port, f"127.0.0.1:{dns_port}", qq, 1)
         argv = [sys.executable, "-m", "mailguard.cli.main", "serve", "--config", str(cfg),
                 "--store", store]
         try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from mailguard import registry, summary
 from mailguard.clock import Clock, SystemClock
@@ -32,6 +34,9 @@ from mailguard.store.message_log import MessageLogStore
 from mailguard.store.records import MessageRecord
 from mailguard.store.repo import Store
 from mailguard.verdict import Stage
+
+if TYPE_CHECKING:
+    from mailguard.frontend.listeners import WorkerSetup
 
 log = logging.getLogger("mailguard.daemon")
 
@@ -75,10 +80,20 @@ class RecordWriter:
                 self._metrics.inc("mailguard_store_errors_total", kind="write")
                 log.warning("event=store_error records=%d error=%r", len(batch), str(exc))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued; a store that does not answer (a hung server, a silently
+        dropped connection: queries have no timeout) must not keep the daemon from
+        stopping, so after `timeout_s` the write is cancelled and the records are lost."""
         await self._queue.put(None)
-        if self._task is not None:
-            await self._task
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+        if not done:
+            self._task.cancel()
+            self._metrics.inc("mailguard_store_errors_total", kind="write")
+            log.warning("event=store_error error='message log writer stuck at shutdown: "
+                        "cancelled after %gs'", timeout_s)
+            await asyncio.wait({self._task})
 
 
 def build_checks(res: Resources) -> list[tuple[Check, CheckPolicy]]:
@@ -150,7 +165,8 @@ def build_services(config: Config, *, clock: Clock, metrics: Metrics, store: Sto
 
 # What a running daemon cannot change: it is bound, opened or set up once. A reload
 # that changes one of these logs it and keeps the running value.
-RESTART_ONLY = (("server", "listen"), ("tls", "smtps_listen"), ("store", "url"),
+RESTART_ONLY = (("server", "listen"), ("server", "workers"), ("tls", "smtps_listen"),
+                ("store", "url"),
                 ("control", None), ("metrics", "listen"), ("log", None),
                 ("alerts", None), ("stats", None))  # watchdog, housekeeping: started once
 
@@ -171,12 +187,15 @@ def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
 
 
 async def run_daemon(config: Config, *, clock: Clock | None = None,
-                     reload_config: Callable[[], Config] | None = None) -> int:
+                     reload_config: Callable[[], Config] | None = None,
+                     worker: WorkerSetup | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status. `reload_config` reads
     the configuration again (file, command-line flags, control files): on SIGHUP and
-    when a qmail control file changes (docs/drop-in.md); None = no reloading."""
+    when a qmail control file changes (docs/drop-in.md); None = no reloading. `worker`:
+    this process is one of a supervisor's workers (mailguard/workers.py): it serves the
+    sockets the supervisor bound and writes its metrics where the others do."""
     clock = clock or SystemClock()
-    metrics = Metrics()
+    metrics = Metrics(worker.metrics_dir if worker is not None else None)
     summary.declare_metrics(metrics)  # transactions: counts and duration
     metrics.declare("mailguard_connections_open", "gauge", "SMTP sessions open",
                     aggregate="livesum")
@@ -222,21 +241,26 @@ async def run_daemon(config: Config, *, clock: Clock | None = None,
     loop.add_signal_handler(signal.SIGHUP, sighup)
     writer.start()
     try:
-        await server.start()
+        await server.start(worker.listeners if worker is not None else None)
         if config.metrics.listen:
             gauges = StoreGauges(store.db, metrics, clock,
                                  whitelist_after=config.greylist.auto_whitelist_after)
             metrics_server = MetricsServer(metrics, config.metrics.listen,
                                            refresh=gauges.refresh)
-            await metrics_server.start()
+            await metrics_server.start(worker.listeners.metrics if worker is not None else ())
             res.closers.append(metrics_server.stop)
         res.closers.append(start_watchdog(config, metrics=metrics, db=store.db, clock=clock).stop)
         res.closers.append(start_housekeeping(config.stats, store.db, clock).stop)
-        if config.control.enabled:  # after the listeners; its closer waits for hand-overs
-            await start_control(res, live, server.tracker)
-        log.info("event=ready hostname=%s domains=%s delivery=%s store=%s",
-                 config.server.hostname, ",".join(config.server.local_domains) or "-",
-                 config.delivery.method, _redact(config.store.url))
+        if worker is None:
+            if config.control.enabled:  # after the listeners; its closer waits for hand-overs
+                await start_control(res, live, server.tracker)
+            log.info("event=ready %s", ready_fields(config))
+        else:
+            if worker.listeners.control is not None:  # None: off, or the supervisor failed
+                await start_control(res, live, server.tracker,
+                                    inherited=worker.listeners.control)
+            log.info("event=worker_ready worker=%d pid=%d", worker.index, os.getpid())
+            worker.ready()
         await stop.wait()
         await server.shutdown(config.server.shutdown_grace_s)
     finally:
@@ -244,8 +268,16 @@ async def run_daemon(config: Config, *, clock: Clock | None = None,
         # shutdown must not kill a hand-over in progress.
         await writer.stop()
         await res.close()
+        metrics.close()
     log.info("event=stopped")
     return 0
+
+
+def ready_fields(config: Config) -> str:
+    """What the `event=ready` line tells about the configuration."""
+    return (f"hostname={config.server.hostname} "
+            f"domains={','.join(config.server.local_domains) or '-'} "
+            f"delivery={config.delivery.method} store={_redact(config.store.url)}")
 
 
 def _redact(url: str) -> str:

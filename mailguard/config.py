@@ -62,11 +62,23 @@ class ServerConfig:
     max_connections: int = 500  # total concurrent sessions; more get 421
     max_connections_per_ip: int = 20  # concurrent sessions per client IP; more get 421
     max_hops: int = 100  # Received/Delivered-To lines that mean a loop (qmail: 100)
+    # distinct recipients per message (qmail: no limit; RFC 5321 4.5.3.1.8: at least
+    # 100); past it RCPT gets 452 4.5.3 (4.5.3.1.10). Repeated recipients count once.
+    max_rcpts: int = 1000
+    # DATA in all, from the 354 to the final dot, and a whole connection in all: the
+    # idle timeout_s restarts with every line, so a trickling client is bounded by these
+    # (451 timeout / 421, then close), enforced only while waiting for the client: a
+    # check or a hand-over in progress is never cut short
+    data_timeout_s: float = 600.0
+    session_timeout_s: float = 3600.0
     # mailguard holds a message in memory: with databytes = 0 ("no limit", as qmail,
     # which streams to disk) a bigger message still gets 552; 0 = truly unbounded
     max_message_bytes: int = 100_000_000
     shutdown_grace_s: float = 30.0  # SIGTERM: time for transactions in flight to finish
     qmail_control_dir: str = ""  # e.g. /var/qmail/control; empty = don't read control files
+    # processes serving the listeners (docs/workers.md): 1 = the daemon alone, N = a
+    # supervisor and N workers sharing the sockets, 0 = one per core (os.cpu_count())
+    workers: int = 1
 
     def validate(self) -> None:
         if not self.listen:
@@ -87,7 +99,11 @@ class ServerConfig:
         _positive("max_connections", self.max_connections)
         _positive("max_connections_per_ip", self.max_connections_per_ip)
         _positive("max_hops", self.max_hops)
+        _positive("max_rcpts", self.max_rcpts)
+        _positive("data_timeout_s", self.data_timeout_s)
+        _positive("session_timeout_s", self.session_timeout_s)
         _nonneg("shutdown_grace_s", self.shutdown_grace_s)
+        _nonneg("workers", self.workers)
 
 
 @dataclass(frozen=True)

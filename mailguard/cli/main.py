@@ -94,6 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mailguard.app import run_daemon  # noqa: PLC0415
     from mailguard.errors import ConfigError, MailguardError  # noqa: PLC0415
     from mailguard.logsetup import setup_logging  # noqa: PLC0415
+    from mailguard.workers import supervise, worker_count  # noqa: PLC0415
 
     config = load_config(args)
     setup_logging(config.log.level, config.log.format)
@@ -104,17 +105,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         return load(path, overrides)
 
-    try:
-        return asyncio.run(run_daemon(config, reload_config=reload_config))
-    except ConfigError as exc:  # found at start-up, e.g. a certificate that does not load
-        print(f"mailguard: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"mailguard: cannot start: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    def guarded(run: Callable[[], int]) -> int:
+        try:
+            return run()
+        except ConfigError as exc:  # found at start-up, e.g. a certificate that does not load
+            print(f"mailguard: configuration error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except MailguardError as exc:
+            print(f"mailguard: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as exc:
+            print(f"mailguard: cannot start: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+
+    def run_worker(cfg: Any, worker: Any) -> int:  # in a worker process of the supervisor
+        return guarded(lambda: asyncio.run(run_daemon(cfg, reload_config=reload_config,
+                                                      worker=worker)))
+
+    workers = worker_count(config.server.workers, os.cpu_count())
+    if workers == 1:  # the daemon alone, no supervisor
+        return guarded(lambda: asyncio.run(run_daemon(config, reload_config=reload_config)))
+    return guarded(lambda: supervise(config, workers, run_worker, reload_config=reload_config))
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from mailguard.control.queueop import QueueOp
@@ -20,13 +21,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailguard.control")
 
 
-async def start_control(res: Resources, live: LiveServices,
-                        tracker: Tracker) -> ControlServer | None:
+async def start_control(res: Resources, live: LiveServices, tracker: Tracker, *,
+                        inherited: socket.socket | None = None) -> ControlServer | None:
     """Start the control socket; its closer (registered in `res`) lets queue hand-overs in
     flight finish. A socket that cannot be set up is logged and the daemon goes on serving
     SMTP: the drop-in processes then fail safe (421 / exit 71), nothing is accepted.
     Each request works with the Services current when it arrives (`live`: a reload or a
-    changed control file swaps them)."""
+    changed control file swaps them). `inherited`: the listening socket a worker's
+    supervisor bound, shared by every worker (docs/workers.md)."""
     config = res.config
 
     def queue_op(services: Services) -> QueueOp:
@@ -35,7 +37,7 @@ async def start_control(res: Resources, live: LiveServices,
         queue_delivery = res.queue_delivery or build_qmail_queue(cfg, res.clock)
         return QueueOp(services.queue_stage.with_delivery(queue_delivery), cfg.queue,
                        res.clock, metrics=res.metrics, record=services.record,
-                       max_bytes=cfg.server.databytes or cfg.server.max_message_bytes)
+                       server=cfg.server)
 
     ops: dict[str, Handler] = {"queue": queue_op(live.services)}
     live.on_swap.append(lambda fresh: ops.update(queue=queue_op(fresh)))
@@ -48,7 +50,7 @@ async def start_control(res: Resources, live: LiveServices,
         config.control, {"smtp": SmtpOp(live, tracker), "queue": queue}, res.metrics
     )
     try:
-        await control.start()
+        await control.start(inherited)
     except ControlError as exc:
         log.error("event=control_unavailable socket=%s error=%r", config.control.socket, str(exc))
         return None

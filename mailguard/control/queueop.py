@@ -19,10 +19,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailguard.clock import Clock
+from mailguard.config import ServerConfig
 from mailguard.context import Session, Transaction
-from mailguard.control.environ import env_from
+from mailguard.control.environ import env_from, qmail_ulong
 from mailguard.control.server import Reply, protocol_close
 from mailguard.delivery.base import Delivered
+from mailguard.frontend.conversation import unique_rcpts
 from mailguard.metrics import Metrics
 from mailguard.netaddr import plain_ip
 from mailguard.qmail.envelope import EnvelopeError, parse
@@ -42,6 +44,9 @@ DEADLINE = SmtpReply(451, "mail filter timed out, try again later", "4.3.0")
 # qmail-queue has no exit status for "too big": a permanent refusal (31, or 82 with this
 # text, which qmail-smtpd answers as 554 <text>), in qmail-smtpd's words for databytes.
 TOO_BIG = DATABYTES
+# More distinct recipients than `[server] max_rcpts` from qmail-smtpd (which has no
+# limit): permanent, as a retry carries the same envelope (31, or 82 + D<text>).
+TOO_MANY_RCPTS = SmtpReply(554, "too many recipients", "5.5.3")
 
 
 class TooBig(Exception):
@@ -102,15 +107,20 @@ def session_from(env: Mapping[str, str], clock: Clock) -> Session:
 class QueueOp:
     """Handler of `queue` requests: the DATA and QUEUE stages of `stage`'s pipeline, then
     its hand-over. `[queue] scan_sources` says which sources get the QUEUE checks.
-    `max_bytes`: the longest message taken (the SMTP limit: `server.databytes`, else
-    `server.max_message_bytes`); reading stops past it, so no more is ever held."""
+    `server`: the SMTP limits. The longest message taken is the session's: `DATABYTES`
+    of the caller's environment (tcp.smtp, passed on by qmail-smtpd), else
+    `server.databytes`; 0 there means `server.max_message_bytes` (0: none). Reading
+    stops past it, so no more is ever held. `server.max_rcpts`: the most distinct
+    recipients of a message from qmail-smtpd (source `smtp`); repeated recipients are
+    dropped from every envelope."""
 
     def __init__(self, stage: QueueStage, cfg: QueueConfig, clock: Clock, *,
-                 max_bytes: int,
+                 server: ServerConfig,
                  metrics: Metrics | None = None,
                  record: Callable[[MessageRecord], None] = _no_record) -> None:
         self._stage = stage
-        self._max_bytes = max_bytes
+        self._server = server
+        self._max_rcpts = server.max_rcpts
         self._cfg = cfg
         self._clock = clock
         self._metrics = metrics or Metrics()
@@ -153,14 +163,22 @@ class QueueOp:
         self._metrics.inc(QUEUE_METRIC, source=source, scanned="yes" if scanned else "no")
         await reply({"exit": code, "text": text})
 
+    def max_bytes(self, env: Mapping[str, str]) -> int | None:
+        """The size limit for this caller, None = none (as a drop-in session's: a
+        per-client DATABYTES replaces `databytes`, read as qmail's scan_ulong)."""
+        server = self._server
+        databytes = qmail_ulong(env["DATABYTES"]) if "DATABYTES" in env else server.databytes
+        return databytes or server.max_message_bytes or None
+
     async def _run(self, session: Session, msg_fd: int, env_fd: int, *, custom: bool,
                    scanned: bool, started: float) -> tuple[int, str]:
+        limit = self.max_bytes(session.env)
         try:
-            message = await read_all(msg_fd, self._max_bytes)
+            message = await read_all(msg_fd, limit)
         except TooBig:
             # The envelope is not read: the writer is still blocked on the message.
             log.warning("event=queue_refused source=%s error=%r", source_of(session.env),
-                        f"message longer than {self._max_bytes} bytes")
+                        f"message longer than {limit} bytes")
             return exit_status(Delivered(False, TOO_BIG), custom=custom)
         except OSError as exc:
             log.warning("event=queue_error error=%r", "message read: " + str(exc))
@@ -175,10 +193,16 @@ class QueueOp:
         except EnvelopeError as exc:
             log.warning("event=queue_error error=%r", exc.reason)
             return exc.exit_code, ""
-        tx = Transaction(envelope.sender_str, rcpts=list(envelope.rcpts_str),
+        # One copy per recipient, as over SMTP (qmail-queue would queue repeats as given)
+        tx = Transaction(envelope.sender_str, rcpts=unique_rcpts(envelope.rcpts_str),
                          data=message, size=len(message))
         session.transaction = tx
-        delivered = await self._stages(session, tx, message, scanned)
+        if source_of(session.env) == "smtp" and len(tx.rcpts) > self._max_rcpts:
+            # Local programs are not limited: a list manager sends one message to every
+            # subscriber through qmail-queue.
+            delivered = Delivered(False, TOO_MANY_RCPTS)
+        else:
+            delivered = await self._stages(session, tx, message, scanned)
         code, text = exit_status(delivered, custom=custom)
         self._log(session, tx, delivered, started,
                   extra=(("source", source_of(session.env)),

@@ -13,12 +13,15 @@ import errno
 import grp
 import logging
 import os
+import pwd
 import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailguard.control import protocol
+from mailguard.errors import MailguardError
 from mailguard.metrics import Metrics
 from mailguard.settings.control import ControlConfig
 
@@ -36,6 +39,84 @@ class ControlError(Exception):
     """The control socket cannot be set up (path, permissions, another daemon)."""
 
 
+class UnsafeSocketDirectory(MailguardError):
+    """The socket's directory lets other users replace the socket: the daemon must not
+    start (not a ControlError, which only turns the control socket off)."""
+
+
+class Peer(NamedTuple):
+    """The connecting process's credentials at connect() time (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+UNKNOWN_PEER = Peer(0, -1, -1)
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Environment variables that grant something or say who the client is; an untrusted
+# peer's are named in the log when they are dropped (the whole environment is).
+POWERS = ("RELAYCLIENT", "RBLSMTPD", "DATABYTES", "QMAILQUEUE", "TARPITCOUNT", "TARPITDELAY",
+          "REMOTE_HOST", "MAILGUARD_TLS", "SSL_PROTOCOL", "SSL_CIPHER")
+
+
+def peer_credentials(conn: socket.socket) -> Peer:
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return UNKNOWN_PEER
+    return Peer(*_UCRED.unpack(raw))
+
+
+class Trust:
+    """Which peers may hand over an environment with powers: root, the daemon's own
+    user, `[control] trusted_users`, and `trusted_groups` (the peer's group, or a
+    member of the group in the group database). Names are resolved once, at start."""
+
+    def __init__(self, uids: frozenset[int], gids: frozenset[int]) -> None:
+        self.uids = uids
+        self.gids = gids
+
+    @classmethod
+    def from_config(cls, cfg: ControlConfig) -> Trust:
+        uids = {0, os.geteuid()}
+        gids: set[int] = set()
+        for name in cfg.trusted_users:
+            try:
+                uids.add(int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                log.info("event=control_unknown_user user=%s ignored=yes", name)
+        for name in cfg.trusted_groups:
+            try:
+                group = grp.getgrgid(int(name)) if name.isdigit() else grp.getgrnam(name)
+            except KeyError:
+                if name.isdigit():
+                    gids.add(int(name))
+                else:
+                    log.info("event=control_unknown_group group=%s ignored=yes", name)
+                continue
+            gids.add(group.gr_gid)
+            for member in group.gr_mem:
+                with contextlib.suppress(KeyError):
+                    uids.add(pwd.getpwnam(member).pw_uid)
+        return cls(frozenset(uids), frozenset(gids))
+
+    def trusts(self, peer: Peer) -> bool:
+        return peer.uid in self.uids or peer.gid in self.gids
+
+
+def without_powers(request: dict[str, Any], peer: Peer, op: str) -> dict[str, Any]:
+    """An untrusted peer's request: its environment is dropped (no RELAYCLIENT, no
+    TCPREMOTEIP, no DATABYTES…): a local injection. Logged when it tried to pass one."""
+    env = request.get("env")
+    names = sorted(str(k) for k in env) if isinstance(env, dict) else []
+    claimed = [k for k in names if k in POWERS or k.startswith("TCP")]
+    if claimed:
+        log.warning("event=control_untrusted op=%s pid=%d uid=%d gid=%d ignored=%s",
+                    op, peer.pid, peer.uid, peer.gid, ",".join(claimed))
+    return {**request, "env": {}}
+
+
 class ControlServer:
     """Accepts control connections and dispatches each request to its op handler."""
 
@@ -48,6 +129,7 @@ class ControlServer:
         self._inode: tuple[int, int] | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._trust = Trust.from_config(cfg)
         metrics.declare("mailguard_control_requests_total", "counter",
                         "control socket requests by op and outcome")
 
@@ -55,8 +137,14 @@ class ControlServer:
     def path(self) -> str:
         return self._cfg.socket
 
-    async def start(self) -> None:
-        """Create the directory, replace a stale socket, bind, set mode/group, listen."""
+    async def start(self, inherited: socket.socket | None = None) -> None:
+        """Create the directory, replace a stale socket, bind, set mode/group, listen.
+        `inherited`: a worker accepts on the socket its supervisor bound (and logged);
+        the supervisor, not the worker, removes the file at the end."""
+        if inherited is not None:
+            self._listener = inherited  # no inode: close() leaves the file alone
+            self._accepting = asyncio.create_task(self._accept_loop())
+            return
         self._listener = _bind(self._cfg)
         st = os.stat(self._cfg.socket)
         self._inode = (st.st_dev, st.st_ino)
@@ -131,6 +219,11 @@ class ControlServer:
                 self._metrics.inc("mailguard_control_requests_total", op=op, outcome="bad")
                 await reply({"error": f"unsupported request v={request.get('v')} op={op}"})
                 return
+            # socket_mode 0o666 lets any local user in (local injection): only trusted
+            # peers' environments may grant relaying or say who the client is
+            peer = peer_credentials(conn)
+            if not self._trust.trusts(peer):
+                request = without_powers(request, peer, op)
             try:
                 await handler(request, fds, reply)
                 self._metrics.inc("mailguard_control_requests_total", op=op, outcome="ok")
@@ -193,6 +286,14 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> Non
         loop.remove_reader(conn.fileno())
 
 
+def bind_control(cfg: ControlConfig) -> socket.socket:
+    """The listening control socket, for a supervisor that shares it with its workers
+    (logged here, as `start` logs it). Raises ControlError."""
+    sock = _bind(cfg)
+    log.info("event=control_listening socket=%s", cfg.socket)
+    return sock
+
+
 def _bind(cfg: ControlConfig) -> socket.socket:
     path = cfg.socket
     directory = os.path.dirname(path)
@@ -200,6 +301,7 @@ def _bind(cfg: ControlConfig) -> socket.socket:
         os.makedirs(directory, mode=0o755, exist_ok=True)
     except OSError as exc:
         raise ControlError(f"cannot create {directory}: {exc.strerror}") from None
+    check_directory(directory)
     _remove_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -241,3 +343,40 @@ def _remove_stale(path: str) -> None:
     finally:
         probe.close()
     raise ControlError(f"{path} is in use by another running daemon")
+
+
+def check_directory(directory: str) -> None:
+    """Refuse a socket directory in which another user could put their own socket first
+    (and be handed the clients' connections and environments): one owned by someone other
+    than root or the daemon's user, or one that it or a directory above it lets every
+    user write to (o+w) without the sticky bit. Group-writable: a warning."""
+    here = os.path.abspath(directory)
+    owners = (0, os.geteuid())
+    while True:
+        try:
+            st = os.stat(here)
+        except OSError as exc:
+            raise ControlError(f"cannot check {here}: {exc.strerror}") from None
+        mode = stat.S_IMODE(st.st_mode)
+        sticky = bool(mode & stat.S_ISVTX)
+        if mode & stat.S_IWOTH and not sticky:
+            raise UnsafeSocketDirectory(
+                f"refusing to start: {here}, the control socket's directory or one above "
+                f"it, is writable by every user (mode {mode:#o}): another user could bind the "
+                f"socket first and be handed the clients' connections; use a directory "
+                f"only root or the daemon's user can write (e.g. /run/mailguard, 0755), or "
+                f"a sticky one (chmod +t)")
+        if here == os.path.abspath(directory):
+            if st.st_uid not in owners:
+                raise UnsafeSocketDirectory(
+                    f"refusing to start: the control socket's directory {here} belongs to "
+                    f"uid {st.st_uid}, who could replace the socket: it must belong to "
+                    f"root or the daemon's user")
+            if mode & stat.S_IWGRP and not sticky:
+                log.warning("event=control_directory_group_writable directory=%s gid=%d "
+                            "note=members of that group could replace the socket", here,
+                            st.st_gid)
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent

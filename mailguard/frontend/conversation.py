@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mailguard.context import Session, Transaction
@@ -23,6 +24,34 @@ from mailguard.verdict import Action, Reply, Stage, Verdict
 log = logging.getLogger("mailguard.smtp")
 
 EXEMPT_LOCALPARTS = frozenset({"postmaster", "abuse"})  # reach them even when blocked
+# RFC 5321 4.5.3.1.10: "452 too many recipients" past the limit (RFC 3463 4.5.3); the
+# client sends those recipients again in another transaction.
+TOO_MANY_RCPTS = Reply(452, "too many recipients", "4.5.3")
+
+
+
+def session_too_long(host: str) -> Reply:
+    """Past `[server] session_timeout_s` (mailguard's, in the style of qmail's 421s)."""
+    return Reply(421, f"{host} session time limit reached, closing connection (#4.4.2)")
+
+
+def rcpt_key(addr: str) -> str:
+    """What makes two recipients the same: the domain in any case (RFC 5321 2.4), the
+    local part exactly as given (only the destination host may interpret it)."""
+    local, at, domain = addr.rpartition("@")
+    return f"{local}@{domain.lower()}" if at else addr
+
+
+def unique_rcpts(rcpts: Iterable[str]) -> list[str]:
+    """`rcpts` without repetitions (by `rcpt_key`), first occurrences in order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for addr in rcpts:
+        key = rcpt_key(addr)
+        if key not in seen:
+            seen.add(key)
+            out.append(addr)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +96,8 @@ class Conversation:
         self.server = services.config.server
         self.extended = extended
         self._tx_started = 0.0
+        self._rcpt_keys: set[str] = set()  # rcpt_key of the transaction's recipients
+        self._over_limit = False  # a RCPT of this transaction got TOO_MANY_RCPTS
 
     # --- connection ---------------------------------------------------------------------
 
@@ -117,6 +148,8 @@ class Conversation:
         if limit and declared.isdigit() and int(declared) > limit:
             return Step(replies.DATABYTES)  # RFC 1870: refuse early what we would refuse later
         self.session.transaction = Transaction(path.address, dict(path.params))
+        self._rcpt_keys = set()
+        self._over_limit = False
         self._tx_started = self.services.clock.monotonic()
         verdict = await self.services.pipeline.run(Stage.MAIL, self.session)
         refusal = self._refusal(verdict)
@@ -137,21 +170,31 @@ class Conversation:
             return Step(exc.reply)
         # Checks see the address as given: qmail accepts <postmaster> (no domain) whatever
         # rcpthosts says, and qualifies it with its own name afterwards.
-        addr = path.address
-        tx.rcpt = addr
-        verdict = await self.services.pipeline.run(Stage.RCPT, self.session)
-        if not verdict.stops and not self._exempt(addr):
-            verdict = enforce_deferred(self.session)
-        refusal = self._refusal(verdict)
-        if refusal:
-            tx.refused.append(f"{addr}={refusal.reply.code}")
-            return refusal
-        # qmail appends RELAYCLIENT's value to the address as given; qualifying comes later
-        addr += self.session.relay_suffix
+        given = path.address
+        # qmail appends RELAYCLIENT's value to the address as given, then qualifies it
+        addr = given + self.session.relay_suffix
         if self.extended or not hands_to_qmail_queue(self.services.queue_stage.delivery):
             # qmail-smtpd hands `Tdave` to qmail-queue as it got it (qmail-send qualifies
             # it with envnoathost); our own spool needs the domain now
             addr = qualify(addr, self.server.hostname)
+        key = rcpt_key(addr)
+        if key in self._rcpt_keys:
+            # Already accepted: qmail's 250, but one copy (no checks run again, nothing
+            # counted): 10,000 identical RCPTs must not become 10,000 deliveries.
+            return Step(replies.OK)
+        if len(tx.rcpts) >= self.server.max_rcpts:
+            if not self._over_limit:  # the first one only: the summary line stays short
+                self._over_limit = True
+                tx.refused.append(f"{addr}={TOO_MANY_RCPTS.code}")
+            return Step(TOO_MANY_RCPTS)
+        tx.rcpt = given
+        verdict = await self.services.pipeline.run(Stage.RCPT, self.session)
+        if not verdict.stops and not self._exempt(given):
+            verdict = enforce_deferred(self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            tx.refused.append(f"{given}={refusal.reply.code}")
+            return refusal
         # An address the delivery can never store (a local part too long for a Maildir
         # name, an empty domain) is refused now: accepted, it would fail the message for
         # every recipient at the end of DATA.
@@ -160,6 +203,7 @@ class Conversation:
             tx.refused.append(f"{addr}={undeliverable.code}")
             return Step(undeliverable)
         tx.rcpts.append(addr)
+        self._rcpt_keys.add(key)
         self.session.rcpt_count += 1
         return Step(replies.OK)
 
@@ -246,6 +290,11 @@ class Conversation:
     def timeout(self) -> Step:
         self._end_transaction("aborted")
         return Step(replies.TIMEOUT, close=True)
+
+    def session_expired(self) -> Step:
+        """`[server] session_timeout_s` passed while waiting for the client."""
+        self._end_transaction("aborted")
+        return Step(session_too_long(self.server.hostname), close=True)
 
     # --- helpers ------------------------------------------------------------------------
 

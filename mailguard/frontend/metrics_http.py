@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from mailguard.clock import Clock
@@ -72,19 +73,29 @@ class MetricsServer:
         self._metrics = metrics
         self._listen = listen
         self._refresh = refresh  # run before each exposition (e.g. StoreGauges.refresh)
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
 
-    async def start(self) -> tuple[str, int]:
+    async def start(self, inherited: Sequence[socket.socket] = ()) -> tuple[str, int]:
+        """Bind `listen` (logged), or serve the `inherited` sockets a worker's supervisor
+        bound and logged: the worker that accepts answers with the sum over workers."""
+        if inherited:
+            servers = [await asyncio.start_server(self._handle, sock=s) for s in inherited]
+            self._servers += servers
+            addr = inherited[0].getsockname()
+            return str(addr[0]), int(addr[1])
         host, port = parse_hostport(self._listen, 9125)
-        self._server = await asyncio.start_server(self._handle, host, port)
-        addr = self._server.sockets[0].getsockname()
+        server = await asyncio.start_server(self._handle, host, port)
+        self._servers.append(server)
+        addr = server.sockets[0].getsockname()
         log.info("event=metrics_listening address=%s:%d", addr[0], addr[1])
         return str(addr[0]), int(addr[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

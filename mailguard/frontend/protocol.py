@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailguard.context import Session
 from mailguard.frontend import replies
-from mailguard.frontend.conversation import Conversation, Data, Step
+from mailguard.frontend.conversation import Conversation, Data, Step, session_too_long
 from mailguard.frontend.services import Services
 from mailguard.frontend.wrapper import behind_wrapper, wrapped_tls
 from mailguard.netaddr import plain_ip
@@ -76,6 +76,11 @@ class MailguardSMTP(SMTP):
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         server = services.config.server
+        # Total deadlines (monotonic, from services.clock) besides the idle timer, which
+        # restarts with every line: set when the session / DATA starts (docs/drop-in.md)
+        self._session_deadline: float | None = None
+        self._data_deadline: float | None = None
+        self._timer_for = "idle"  # what the armed timer stands for: idle | data | session
         super().__init__(
             _NoHooks(),
             hostname=server.hostname,
@@ -96,15 +101,41 @@ class MailguardSMTP(SMTP):
     # --- aiosmtpd overrides ---------------------------------------------------------------
 
     def _timeout_cb(self) -> None:
-        # qmail-smtpd: "451 timeout (#4.4.2)" and close.
+        # qmail-smtpd: "451 timeout (#4.4.2)" and close; past the session's deadline 421.
+        # An unfinished transaction is dropped: nothing of it is queued.
         if self.transport is not None and not self.transport.is_closing():
-            step = self.conversation.timeout() if self.conversation else Step(replies.TIMEOUT)
+            conv = self.conversation
+            if self._timer_for != "idle":
+                log.info("event=session_timeout session=%s client=%s limit=%s",
+                         conv.session.session_id if conv else "-", self._ip, self._timer_for)
+            if self._timer_for == "session":
+                step = conv.session_expired() if conv else Step(
+                    session_too_long(self.hostname), close=True)
+            else:
+                step = conv.timeout() if conv else Step(replies.TIMEOUT)
             self._write(step.reply)
             self.transport.close()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Arm the timer for the idle timeout, or for the DATA or session deadline when
+        one of them comes first (it runs, like the idle timer, only while we wait for the
+        client: checks and the hand-over are never cut short)."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        delay = duration or self._timeout_duration
+        self._timer_for = "idle"
+        now = self.services.clock.monotonic()
+        for name, deadline in (("data", self._data_deadline),
+                               ("session", self._session_deadline)):
+            if deadline is not None and deadline - now <= delay:
+                delay, self._timer_for = deadline - now, name
+        self._timeout_handle = self.loop.call_later(max(0.0, delay), self._timeout_cb)
 
     async def _handle_client(self) -> None:
         conv = self._make_conversation()
         self.conversation = conv
+        server = self.services.config.server
+        self._session_deadline = self.services.clock.monotonic() + server.session_timeout_s
         try:
             self._pause_timeout()
             step = self._limit_step() or await conv.connect()
@@ -339,9 +370,14 @@ class MailguardSMTP(SMTP):
         early = conv.data_start()
         if early is not None:
             return early
+        clock = self.services.clock
+        self._data_deadline = clock.monotonic() + self.services.config.server.data_timeout_s
         self._reset_timeout()
         await self._send(Step(replies.GO_AHEAD))
-        data = await self._read_data()
+        try:
+            data = await self._read_data()
+        finally:
+            self._data_deadline = None
         self._pause_timeout()
         if data is None:
             conv.closed()

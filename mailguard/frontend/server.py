@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 
+from mailguard.frontend.listeners import BACKLOG, Listeners, SharedListener
 from mailguard.frontend.live import LiveServices
 from mailguard.frontend.protocol import MailguardSMTP, Tracker
 from mailguard.frontend.services import Services
@@ -24,14 +25,29 @@ class SmtpServer:
         self.live = services if isinstance(services, LiveServices) else LiveServices(services)
         self.tracker = Tracker()
         self._servers: list[asyncio.Server] = []
+        self._shared: list[SharedListener] = []  # a worker's sockets (frontend/listeners.py)
 
-    async def start(self) -> list[tuple[str, int]]:
+    async def start(self, inherited: Listeners | None = None) -> list[tuple[str, int]]:
         """Bind every `listen` address; returns the bound (host, port) pairs (port 0 is
-        resolved to the real port)."""
+        resolved to the real port). `inherited`: a worker serves the sockets its
+        supervisor bound (and logged) instead."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         services = self.live.services
         tls = services.config.tls
+        if inherited is not None:
+            shared: list[tuple[socket.socket, ssl.SSLContext | None]]
+            shared = [(s, None) for s in inherited.smtp]
+            shared += [(s, services.tls) for s in inherited.smtps]
+            for sock, ctx in shared:
+                listener = SharedListener(
+                    sock, lambda: MailguardSMTP(self.live.current(), self.tracker),
+                    ssl_context=ctx, handshake_timeout_s=tls.handshake_timeout_s)
+                listener.start()
+                self._shared.append(listener)
+                addr = sock.getsockname()
+                bound.append((str(addr[0]), int(addr[1])))
+            return bound
         # (address, TLS context): the plain listeners, then the implicit-TLS (SMTPS) ones
         listeners: list[tuple[str, ssl.SSLContext | None]] = [
             (item, None) for item in services.config.server.listen
@@ -44,7 +60,7 @@ class SmtpServer:
                 host,
                 port,
                 reuse_address=True,
-                backlog=512,
+                backlog=BACKLOG,
                 ssl=ctx,
                 ssl_handshake_timeout=tls.handshake_timeout_s if ctx else None,
             )
@@ -66,6 +82,8 @@ class SmtpServer:
         self.tracker.shutting_down = True
         for server in self._servers:
             server.close()
+        for listener in self._shared:
+            listener.close()
         sessions = list(self.tracker.sessions)
         log.info("event=shutdown sessions=%d grace_s=%g", len(sessions), grace_s)
         for proto in sessions:
@@ -77,3 +95,5 @@ class SmtpServer:
         await self.live.services.drain()
         for server in self._servers:
             await server.wait_closed()
+        for listener in self._shared:
+            await listener.wait_closed()

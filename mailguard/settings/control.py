@@ -20,6 +20,13 @@ class ControlConfig:
     # delivery.qmail_queue: the daemon runs them with its own rights, so any other value
     # is ignored (logged) and the session's mail takes the daemon's own delivery
     qmailqueue_allowed: tuple[str, ...] = ()
+    # who may hand over an environment with powers (RELAYCLIENT, TCPREMOTEIP, DATABYTES,
+    # RBLSMTPD, QMAILQUEUE, …), by the peer's credentials (SO_PEERCRED): user names or ids,
+    # and groups (a peer whose group, or a member of one, is listed); root and the
+    # daemon's own user always may. Anyone else's request runs without its environment,
+    # as local injection. A name that does not exist is logged and ignored.
+    trusted_users: tuple[str, ...] = ("qmaild",)
+    trusted_groups: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.socket.startswith("/"):
@@ -29,6 +36,11 @@ class ControlConfig:
         for program in self.qmailqueue_allowed:
             if not program.startswith("/"):
                 raise Invalid("qmailqueue_allowed", f"must be absolute paths, got {program!r}")
+        for key, names in (("trusted_users", self.trusted_users),
+                           ("trusted_groups", self.trusted_groups)):
+            for name in names:
+                if not name or name != name.strip():
+                    raise Invalid(key, f"must be names or numeric ids, got {name!r}")
         if not 0 <= self.socket_mode <= 0o777:
             raise Invalid("socket_mode", f"must be a permission mode such as 0o660, "
                           f"got {self.socket_mode:#o}")

@@ -43,6 +43,7 @@ log = logging.getLogger("mailguard.store")
 BATCH_MAX = 256  # items per shared transaction; more wait for the next round
 INSERT_RACE_ATTEMPTS = 3  # PostgreSQL: a lost first-insert race costs one more round
 READER_THREADS = 4  # SQLite reads in flight at once (each one short)
+CLOSE_TIMEOUT_S = 5.0  # closing pooled connections; a hung server's are abandoned
 
 
 @dataclass(slots=True)
@@ -124,7 +125,11 @@ class Database:
                 pool.shutdown(wait=True)
         if self._sync is not None:
             self._sync.dispose()
-        await self.engine.dispose()
+        try:
+            await asyncio.wait_for(self.engine.dispose(), CLOSE_TIMEOUT_S)
+        except TimeoutError:  # a server that stopped answering must not block an exit
+            log.warning("event=store_close_timeout timeout_s=%g connections=abandoned",
+                        CLOSE_TIMEOUT_S)
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
