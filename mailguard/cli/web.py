@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
                          description="Serve the page where mail users log in with their "
                          "address and password and set their spam filtering ([web]).")
     add_common(web)
-    web.add_argument("--listen", metavar="HOST:PORT", help="instead of [web] listen")
+    web.add_argument("--listen", dest="web_listen", metavar="HOST:PORT",
+                     help="instead of [web] listen")
     web.set_defaults(func=_cmd)
 
 
@@ -32,7 +33,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     try:
-        host, port = parse_hostport(args.listen or config.web.listen, 8025)
+        host, port = parse_hostport(args.web_listen or config.web.listen, 8025)
     except ValueError as exc:
         print(f"mailguard: --listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
