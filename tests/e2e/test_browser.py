@@ -8,78 +8,30 @@ Screenshots of the pages go to $MAILGUARD_SCREENSHOTS (default build/screenshots
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
 from collections.abc import Iterator
 from email import message_from_bytes
-from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.e2e.browser_support import fits_the_screen, shoot, start_browser
 from tests.e2e.web_site import PASSWORD, Site, run_site
 from tests.scanner_helpers import gtube
-
-ROOT = Path(__file__).resolve().parents[2]
-PHONE = (390, 844)  # CSS pixels of a common phone in portrait
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def screenshots() -> Path:
-    path = Path(os.environ.get("MAILGUARD_SCREENSHOTS", ROOT / "build" / "screenshots"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: apt-get install chromium "
-                    "chromium-driver (contrib/install-deps.sh does)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-sync",
-                "--disable-component-update", f"--window-size={PHONE[0]},{PHONE[1]}",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(arg)
-    service = Service(CHROMEDRIVER)
-    driver = webdriver.Chrome(service=service, options=opts)
-    driver.set_window_size(*PHONE)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
-    proc = service.process  # selenium stops chromedriver without waiting for it
-    if proc is not None:
-        proc.wait(10)
+    yield from start_browser(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, clamd_socket: str,
          spamd_addr: tuple[str, int]) -> Iterator[Site]:
     yield from run_site(tmp_path_factory.mktemp("browser"), clamd_socket, spamd_addr)
-
-
-def fits_the_screen(driver: WebDriver) -> bool:
-    """Nothing wider than the window: no sideways scrolling on a phone."""
-    width = driver.execute_script("return document.documentElement.scrollWidth")
-    inner = driver.execute_script("return window.innerWidth")
-    return bool(width <= inner)
-
-
-def shoot(driver: WebDriver, name: str) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(PHONE[0], max(PHONE[1], int(height) + 100))
-    driver.save_screenshot(str(screenshots() / f"{name}.png"))
-    driver.set_window_size(*PHONE)
 
 
 def wait_notice(driver: WebDriver, text: str) -> None:

@@ -7,26 +7,18 @@ pages). Screenshots go to $MAILGUARD_SCREENSHOTS (default build/screenshots)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from mailguard.store.prefs import PrefsStore
+from tests.e2e.browser_support import PHONE, screenshots, start_browser
 from tests.e2e.test_web_admin import on_store
 from tests.e2e.web_harness import PASSWORD, Web
 
-ROOT = Path(__file__).resolve().parents[2]
-PHONE = (390, 844)
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 PAGES = ["/", "/domains", "/domains/example.com", "/domains/example.com/users", "/admin",
          "/admin/roles", "/admin/accounts", "/admin/overrides", "/admin/greylist",
          "/admin/suspended"]
@@ -46,25 +38,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: apt-get install chromium "
-                    "chromium-driver (contrib/install-deps.sh does)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-sync",
-                "--disable-component-update", f"--window-size={PHONE[0]},{PHONE[1]}",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(arg)
-    service = Service(CHROMEDRIVER)
-    driver = webdriver.Chrome(service=service, options=opts)
-    driver.set_window_size(*PHONE)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
-    if service.process is not None:
-        service.process.wait(10)
+    yield from start_browser(tmp_path_factory)
 
 
 def unlabelled(driver: WebDriver) -> list[str]:
@@ -80,8 +54,7 @@ def unlabelled(driver: WebDriver) -> list[str]:
 
 
 def test_admin_pages_on_a_phone(web: Web, browser: WebDriver) -> None:
-    shots = Path(os.environ.get("MAILGUARD_SCREENSHOTS", ROOT / "build" / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshots()
     base = f"http://127.0.0.1:{web.port}"
     browser.get(base + "/login")
     browser.find_element(By.ID, "address").send_keys("admin@example.com")
