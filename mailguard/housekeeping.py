@@ -17,6 +17,7 @@ from mailguard.store.message_log import MessageLogStore
 from mailguard.store.stats import Retention, StatsStore
 
 log = logging.getLogger("mailguard.housekeeping")
+STOP_TIMEOUT_S = 5.0
 
 
 def retention(cfg: StatsConfig) -> Retention:
@@ -51,10 +52,18 @@ class Housekeeper:
             await self._clock.sleep(self._cfg.purge_every_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel the loop; a purge stuck on a hung store (asyncpg's cancel itself waits
+        for the server) is abandoned after STOP_TIMEOUT_S, so shutdown stays bounded."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+        if not done:
+            log.warning("event=purge_abandoned reason=%r",
+                        f"store not answering, gave up after {STOP_TIMEOUT_S:g}s")
+            return
+        with contextlib.suppress(asyncio.CancelledError, MailguardError):
+            self._task.result()
 
 
 def start_housekeeping(cfg: StatsConfig, db: Database, clock: Clock) -> Housekeeper:
