@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,14 @@ def dns_server(services: TestServices) -> tuple[str, int]:
     _require(services, dns_problem)
     assert services.dns is not None
     return services.dns
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Under CI (or MAILGUARD_REQUIRE_SERVICES) a skip is a failure: a test skipped for a
+    missing tool (tcpserver, socat, stunnel4, systemd-analyze...) must not pass quietly."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and services_required() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but CI requires every service and tool: {report.longrepr}"
