@@ -4,8 +4,11 @@
 # all (default): everything the test suite talks to; run: what the quickstart runs
 # (python3-venv, swaks, clamd, spamd with SQLite preferences); bench: all, plus what
 # bench/compare.py drives (postfix's smtp-source/smtp-sink, preseeded "No
-# configuration" and never started; gcc for the qmail-queue stand-in). Idempotent: a machine that
-# already has everything does no apt work at all. Package scripts start no daemons, and
+# configuration" and never started; gcc for the qmail-queue stand-in; redis-server, never
+# started as a service, for Haraka's greylist; and Haraka 3.3.4 from npm into
+# build/haraka/, pinned by bench/haraka/package-lock.json, when Node.js >= 20 and npm are
+# there: the script does not install Node). Idempotent: a machine that
+# already has everything does no apt or npm work at all. Package scripts start no daemons, and
 # services this install enabled are disabled again (mailguard runs its own instances).
 set -euo pipefail
 PROFILE="${1:-all}"
@@ -44,9 +47,40 @@ if [ "$PROFILE" = all ]; then  # the web page's browser tests (Selenium drives t
     commands+=(chromium chromedriver)
 fi
 if [ "$BENCH" -eq 1 ]; then
-    packages+=(postfix gcc libc6-dev)
-    commands+=(smtp-source smtp-sink gcc)
+    packages+=(postfix gcc libc6-dev redis-server)
+    commands+=(smtp-source smtp-sink gcc redis-server)
 fi
+
+# Haraka for bench/compare.py: npm ci of the pinned bench/haraka/ into build/haraka/ (git
+# ignores build/), as the invoking user, no install scripts (nothing it runs needs one).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HARAKA_SRC="$ROOT/bench/haraka"
+HARAKA_DIR="$ROOT/build/haraka"
+install_haraka() {
+    [ "$BENCH" -eq 1 ] || return 0
+    local want
+    want="$(sed -n 's/.*"Haraka": *"\([^"]*\)".*/\1/p' "$HARAKA_SRC/package.json")"
+    if [ -f "$HARAKA_DIR/node_modules/Haraka/package.json" ] \
+            && grep -q "\"version\": *\"$want\"" "$HARAKA_DIR/node_modules/Haraka/package.json" \
+            && cmp -s "$HARAKA_SRC/package-lock.json" "$HARAKA_DIR/package-lock.json"; then
+        log "Haraka $want present in $HARAKA_DIR"
+        return 0
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        log "Haraka skipped: needs Node.js >= 20 and npm (bench/compare.py then leaves it out)"
+        return 0
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [ "$major" -lt 20 ]; then
+        log "Haraka skipped: Node.js $(node --version) is older than 20 (Haraka $want needs 20)"
+        return 0
+    fi
+    log "npm ci Haraka $want into $HARAKA_DIR"
+    mkdir -p "$HARAKA_DIR"
+    cp "$HARAKA_SRC/package.json" "$HARAKA_SRC/package-lock.json" "$HARAKA_DIR/"
+    (cd "$HARAKA_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+}
 
 missing=()
 for cmd in "${commands[@]}"; do
@@ -70,6 +104,7 @@ fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
     log "all system dependencies present; nothing to do"
+    install_haraka
     exit 0
 fi
 
@@ -93,7 +128,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Units enabled before the install are the admin's: left alone afterwards.
-UNITS=(clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql postfix)
+UNITS=(clamav-daemon clamav-freshclam spamd spamassassin rbldnsd postgresql postfix
+       redis-server)
 have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 enabled_before=()
 if have_systemd; then
@@ -139,6 +175,16 @@ if have_systemd; then
     done
 else
     log "systemd not running: no units to disable"
+    # ... but redis-server (bench) must not come up as a service at the next boot either:
+    # bench/compare.py runs its own on a loopback port.
+    if [ "$BENCH" -eq 1 ] && [[ " ${missing[*]} " == *" command:redis-server "* ]]; then
+        log "disabling the redis-server service at boot (sysv and systemd links)"
+        if command -v systemctl >/dev/null 2>&1; then  # works offline; runs update-rc.d too
+            $SUDO systemctl disable redis-server >/dev/null 2>&1 || true
+        else
+            $SUDO update-rc.d redis-server disable >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 # spamassassin's postinst imports its sa-update key and leaves a gpg-agent behind.
@@ -154,4 +200,5 @@ if id debian-spamd >/dev/null 2>&1 && [ -d /var/lib/spamassassin/sa-update-keys 
     fi
 fi
 
+install_haraka
 log "done"
