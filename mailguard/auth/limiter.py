@@ -4,9 +4,9 @@ Bounded: at most `max_ips` addresses are remembered (the least recently failing 
 dropped first) and each keeps only its last `max_failures` timestamps, so a flood of
 addresses costs bounded memory. An attempt is counted before its password is verified
 (`begin` ... `end`): attempts in flight count against the limit, so parallel sessions
-cannot all reach the backend before the first failures are recorded. Not shared: each
-worker process and each MX host counts on its own, so an attacker spreading over N of them
-gets N times the attempts (sharing through the store is still to do: issue 12)."""
+cannot all reach the backend before the first failures are recorded. Per process: this is
+only SmtpAuth's first gate; the count every worker and MX host shares, which decides, is
+in the store (mailguard.store.auth_attempts)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,13 @@
 """SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN: what is advertised, the
 challenge/response exchange and the decision. Credentials are checked by a backend
 (mailguard.auth); failed logins are delayed and counted per client IP, and too many close
-the connection. One SmtpAuth per daemon, shared by every session."""
+the connection. One SmtpAuth per daemon, shared by every session.
+
+The count that decides is the store's (`store.auth_attempts`), shared by every worker and
+MX host on the database; an attempt is reserved there before the backend sees it. This
+process's own `FailureCounter` is only a first gate that spares the store a round trip
+for an address this process already knows to be locked. A store that cannot count
+answers 454 without asking the backend (fail closed: docs/auth-tls.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from mailguard.frontend import replies
 from mailguard.frontend.conversation import Step
 from mailguard.metrics import Metrics
 from mailguard.settings.auth import AuthConfig
+from mailguard.store.auth_attempts import AuthAttemptStore, window_no
 from mailguard.store.repo import Store
 from mailguard.verdict import Reply
 
@@ -74,8 +81,10 @@ class SmtpAuth:
     """AUTH for every session of a daemon."""
 
     def __init__(self, config: AuthConfig, backend: Authenticator, clock: Clock,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, attempts: AuthAttemptStore | None = None) -> None:
         self.config = config
+        self.attempts = attempts  # the shared count; None = this process's memory only
+        self._purged_window = -1
         self.backend = backend
         self.clock = clock
         self.metrics = metrics
@@ -121,6 +130,19 @@ class SmtpAuth:
         if not self.failures.begin(ip, self.clock.monotonic()):
             self._record(session, mech, user, "locked")
             return Step(replies.AUTH_TOO_MANY, close=True)
+        try:
+            window, counted = await self._reserve(ip)
+        except TemporaryError as exc:  # fail closed: no count, no verification
+            self.failures.end(ip, self.clock.monotonic(), failed=False)
+            self._record(session, mech, user, "tempfail", str(exc))
+            return Step(replies.AUTH_TEMPORARY)
+        except BaseException:  # cancelled (client gone, shutdown): nothing was verified
+            self.failures.end(ip, self.clock.monotonic(), failed=False)
+            raise
+        if counted is None:
+            self.failures.end(ip, self.clock.monotonic(), failed=False)
+            self._record(session, mech, user, "locked")
+            return Step(replies.AUTH_TOO_MANY, close=True)
         failed = True
         try:
             identity = (
@@ -135,6 +157,9 @@ class SmtpAuth:
             return Step(replies.AUTH_TEMPORARY)
         finally:
             failures = self.failures.end(ip, self.clock.monotonic(), failed=failed)
+            if not failed:
+                await self._release(ip, window)
+        failures = max(failures, counted)
         if identity:
             session.auth_user = identity
             self._record(session, mech, user, "ok")
@@ -145,6 +170,31 @@ class SmtpAuth:
             return Step(replies.AUTH_TOO_MANY, close=True)
         self._record(session, mech, user, "fail")
         return Step(replies.AUTH_FAILED)
+
+    async def _reserve(self, ip: str) -> tuple[int, int | None]:
+        """(window, attempts counted with this one) from the shared store, or (window,
+        None) when the limit is reached. Without a store: this process's count."""
+        if self.attempts is None:
+            return 0, self.failures.count(ip, self.clock.monotonic()) + 1
+        window = window_no(self.clock.now(), self.config.failure_window_s)
+        if window != self._purged_window:  # once per window and process: drop old rows
+            self._purged_window = window
+            try:
+                await self.attempts.purge(window - 1)
+            except TemporaryError as exc:
+                log.warning("event=auth_purge_failed error=%s", _q(str(exc)))
+        return window, await self.attempts.reserve(ip, window,
+                                                   self.config.max_failures_per_ip)
+
+    async def _release(self, ip: str, window: int) -> None:
+        """Give the store reservation back; a failure leaves it counted (until the window
+        passes), which errs on the side of the limit."""
+        if self.attempts is None:
+            return
+        try:
+            await self.attempts.release(ip, window)
+        except TemporaryError as exc:
+            log.warning("event=auth_release_failed client=%s error=%s", ip, _q(str(exc)))
 
     async def _exchange(self, mech: str, initial: str, ask: Ask) -> tuple[str, str]:
         """(username, password) from the client; an authorization identity other than
@@ -180,4 +230,4 @@ def build_smtp_auth(
     from mailguard.auth.backends import build_authenticator  # noqa: PLC0415
 
     backend = build_authenticator(config, store.db, clock)
-    return SmtpAuth(cfg, backend, clock, metrics)
+    return SmtpAuth(cfg, backend, clock, metrics, AuthAttemptStore(store.db))

@@ -46,10 +46,12 @@ class AuthConfig:
     # ["/home/vpopmail/bin/vchkpw", "/bin/true"]; it reads user\0password\0time\0 on fd 3
     checkpassword: tuple[str, ...] = ()
     checkpassword_timeout_s: float = 10.0  # slower → 454 temporary failure, program killed
-    max_failures_per_ip: int = 5  # failed logins from one IP within the window → 421, close
+    # failed logins (and those being verified) from one IP within the window, counted in
+    # the store for every worker and MX host together → 421, close
+    max_failures_per_ip: int = 5
     failure_window_s: float = 600.0
     failure_delay_s: float = 2.0  # each failed login is answered after this delay
-    tracked_ips: int = 10_000  # IPs remembered for failure counting (oldest dropped first)
+    tracked_ips: int = 10_000  # IPs in each process's in-memory first gate (oldest dropped first)
 
     def validate(self) -> None:
         if not self.mechanisms:

@@ -349,3 +349,16 @@ class UsageBucket(Base):
     messages: Mapped[int] = mapped_column(BigInteger(), default=0)
     bytes: Mapped[int] = mapped_column(BigInteger(), default=0)
     caught: Mapped[int] = mapped_column(BigInteger(), default=0)
+
+
+class AuthAttempt(Base):
+    """SMTP AUTH attempts per client IP and fixed window (`window_no` = epoch seconds //
+    window length): failed ones plus those being verified now, shared by every worker
+    and MX host on the database (mailguard.store.auth_attempts). Rows older than the
+    previous window are deleted."""
+
+    __tablename__ = "auth_attempt"
+
+    client_ip: Mapped[str] = mapped_column(Text(), primary_key=True)
+    window_no: Mapped[int] = mapped_column(BigInteger(), primary_key=True, index=True)
+    n: Mapped[int] = mapped_column(Integer(), default=0)

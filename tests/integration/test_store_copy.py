@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from mailguard.store import migrate
 from mailguard.store.accounts import AccountStore
 from mailguard.store.alerts import AlertStore
+from mailguard.store.auth_attempts import AuthAttemptStore
 from mailguard.store.copy import tables
 from mailguard.store.engine import create_engine
 from mailguard.store.greylist import GreylistStore
@@ -111,6 +112,7 @@ async def fill(store: Store) -> None:
          NewEntry("ann@example.com", "y@virus.test", "", "", None, 99, "virus",
                   "Eicar-Test-Signature", "q/2")], NOW, NOW + 86400 * 30)
     assert len(ids) == 2
+    assert await AuthAttemptStore(db).reserve("192.0.2.7", 100, 5) == 1
     log = MessageLogStore(db, host="mx1")
     await log.record([
         MessageRecord(NOW + i, f"s{i}", "192.0.2.9", "helo.test", "a@b.test",
