@@ -5,6 +5,7 @@ command-line overrides. Lean entry points import this module: standard library o
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 import types
 import typing
@@ -40,6 +41,9 @@ T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = "/etc/mailguard/mailguard.toml"
 DEFAULT_STORE_URL = "sqlite+aiosqlite:////var/lib/mailguard/mailguard.db"
+# [server] spool_threshold_bytes: a page at least; at most what a message may cost in RAM
+SPOOL_THRESHOLD_MIN = 4096
+SPOOL_THRESHOLD_MAX = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,14 @@ class ServerConfig:
     # check or a hand-over in progress is never cut short
     data_timeout_s: float = 600.0
     session_timeout_s: float = 3600.0
-    # mailguard holds a message in memory: with databytes = 0 ("no limit", as qmail,
-    # which streams to disk) a bigger message still gets 552; 0 = truly unbounded
+    # with databytes = 0 ("no limit", as qmail) a bigger message still gets 552: it
+    # bounds the disk a message may take in spool_dir; 0 = truly unbounded
     max_message_bytes: int = 100_000_000
+    # messages bigger than this are received into an unlinked temporary file in
+    # spool_dir (docs/spooling.md): what a message costs in memory stays about this
+    spool_threshold_bytes: int = 1_048_576
+    # where (empty: `<[delivery] spool>/.incoming` for the Maildir method, else /var/tmp)
+    spool_dir: str = ""
     shutdown_grace_s: float = 30.0  # SIGTERM: time for transactions in flight to finish
     qmail_control_dir: str = ""  # e.g. /var/qmail/control; empty = don't read control files
     # processes serving the listeners (docs/workers.md): 1 = the daemon alone, N = a
@@ -104,6 +113,11 @@ class ServerConfig:
         _positive("session_timeout_s", self.session_timeout_s)
         _nonneg("shutdown_grace_s", self.shutdown_grace_s)
         _nonneg("workers", self.workers)
+        if not SPOOL_THRESHOLD_MIN <= self.spool_threshold_bytes <= SPOOL_THRESHOLD_MAX:
+            raise Invalid("spool_threshold_bytes", f"must be between {SPOOL_THRESHOLD_MIN} "
+                          f"and {SPOOL_THRESHOLD_MAX}, got {self.spool_threshold_bytes}")
+        if self.spool_dir and not os.path.isabs(self.spool_dir):
+            raise Invalid("spool_dir", f"must be an absolute path, got {self.spool_dir!r}")
 
 
 @dataclass(frozen=True)

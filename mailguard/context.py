@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mailguard.body import Body
 from mailguard.clock import Clock
 from mailguard.verdict import CheckResult, Disposition, Verdict
 
@@ -20,7 +21,9 @@ class Transaction:
     mail_params: dict[str, str] = field(default_factory=dict)
     rcpts: list[str] = field(default_factory=list)
     rcpt: str = ""  # the recipient being checked at the RCPT stage
-    data: bytes = b""  # the message (LF line ends) from the DATA stage on
+    # the message (LF line ends) from the DATA stage on: in memory or spooled to disk
+    # (mailguard/body.py); read it by pieces (`head`, `header_block`, `stream`)
+    body: Body = field(default_factory=Body)
     size: int = 0
     refused: list[str] = field(default_factory=list)  # "addr=code" of refused recipients
     # header lines (without CRLF) that checks want prepended to the message
@@ -32,6 +35,12 @@ class Transaction:
     # header lines every copy gets on top (e.g. the virus scan status)
     dispositions: dict[str, Disposition] = field(default_factory=dict)
     queue_headers: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> bytes:
+        """The whole message in memory: for checks that must parse all of it. A big
+        message is read from its spool file, so prefer `body` where pieces do."""
+        return self.body.read_all()
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from mailguard.body import Body
+
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 _FIELD_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 FOLD_AT = 76
@@ -83,6 +85,20 @@ def edit(
             kept.append([b"Subject: " + prefix + nl])
     top = b"".join(line.replace("\n", nl.decode()).encode("ascii") + nl for line in prepend)
     return top + b"".join(b"".join(f) for f in kept) + rest
+
+
+def edit_body(
+    body: Body,
+    *,
+    drop: Callable[[str], bool] = lambda _name: False,
+    prepend: Sequence[str] = (),
+    subject_prefix: str = "",
+) -> Body:
+    """`edit` on the header block of `body` only: the result shares the rest of the
+    message (a spooled one is never copied)."""
+    head = body.header_block()
+    return body.replace_head(len(head), edit(head, drop=drop, prepend=prepend,
+                                             subject_prefix=subject_prefix))
 
 
 def sanitise(value: str) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailguard.body import Body, Message, as_body
 from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered, Delivery
 from mailguard.errors import TemporaryError
@@ -92,18 +93,20 @@ class QuarantineService:
 
     # --- keeping --------------------------------------------------------------------------
 
-    async def keep(self, rcpts: Sequence[str], mail_from: str, message: bytes, *,
+    async def keep(self, rcpts: Sequence[str], mail_from: str, message: Message, *,
                    kind: str, scores: Sequence[float | None] = (),
                    reasons: Sequence[str] = ()) -> list[int]:
-        """One file and one row per recipient; raises TemporaryError (nothing kept)."""
-        sender_hdr, subject = summary_fields(message)
+        """One file and one row per recipient; raises TemporaryError (nothing kept).
+        A spooled message is copied from its file a piece at a time."""
+        message = as_body(message)
+        sender_hdr, subject = summary_fields(message.header_block())
         now = self._clock.now()
         paths: list[str] = []
         try:
             for _ in rcpts:
                 paths.append(await asyncio.to_thread(self._write, message, now))
             entries = [NewEntry(r, mail_from, sender_hdr, subject,
-                                scores[i] if i < len(scores) else None, len(message), kind,
+                                scores[i] if i < len(scores) else None, message.size, kind,
                                 reasons[i] if i < len(reasons) else "", paths[i])
                        for i, r in enumerate(rcpts)]
             ids = await self.store.add(entries, now, now + self.cfg.days * 86400)
@@ -136,7 +139,7 @@ class QuarantineService:
             log.info("event=quarantine_purged entries=%d", n)
         return n
 
-    def _write(self, message: bytes, now: float) -> str:
+    def _write(self, message: Body, now: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         name = f"{int(now)}.{secrets.token_hex(8)}"
         tmp_dir, day_dir = self._dir / "tmp", self._dir / day
@@ -146,9 +149,10 @@ class QuarantineService:
             tmp = tmp_dir / name
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(message)
-                while view:
-                    view = view[os.write(fd, view):]
+                for piece in message.chunks():
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)

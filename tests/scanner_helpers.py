@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from mailguard.body import Message
 from mailguard.checks.spam_scan import PrefsSource, SpamdCheck
 from mailguard.checks.virus_scan import ClamdCheck
 from mailguard.clock import Clock
@@ -203,7 +204,7 @@ class Scanning:
                                 notifier=notifier)
         self.tx: Transaction | None = None
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         session = Session(ipaddress.ip_address("192.0.2.1"), 25000, self.clock,
                           auth_user="user@example.test" if authenticated else "",

@@ -123,7 +123,7 @@ class LimitsCheck:
         async with asyncio.timeout(self._record_timeout_s):
             await self._users.record_event(
                 user, session.clock.now(), len(tx.rcpts), domains=rcpt_domains(tx.rcpts),
-                subject=subject_of(tx.data), keep_s=self._cfg.longest_s,
+                subject=subject_of(tx.body.header_block()), keep_s=self._cfg.longest_s,
             )
 
     def _local(self, rcpt: str) -> bool:

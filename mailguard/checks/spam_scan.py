@@ -83,12 +83,13 @@ class SpamdCheck:
         if not wanted:
             return Verdict(Action.CONTINUE, reason="filtering off for every recipient",
                            outcome=Outcome.SKIP)
-        if len(tx.data) > self._cfg.max_size_bytes:
+        if tx.body.size > self._cfg.max_size_bytes:
             self._metrics.inc(SCAN_METRIC, scanner="spamd", result="too_large")
             scans: dict[str, tuple[rules.Scan, SpamResult | None]] = {
                 u: (rules.Scan.TOO_LARGE, None) for u in wanted}
         else:
-            scans = await self._scan_users(wanted, tx.data, session.clock)
+            # within spamd's limit, so it fits in memory whether or not it was spooled
+            scans = await self._scan_users(wanted, tx.body.read_all(), session.clock)
         return self._decide(tx, eff, scans)
 
     def _effective(self, rcpt: str, users: Mapping[str, UserPrefs],

@@ -57,7 +57,7 @@ class ClamdCheck:
         assert tx is not None
         started = session.clock.monotonic()
         try:
-            result = await self._client.scan(tx.data)
+            result = await self._client.scan(tx.body)
         except (TemporaryError, PermanentError) as exc:
             self._metrics.observe(SCAN_SECONDS, session.clock.monotonic() - started,
                                   scanner="clamd")

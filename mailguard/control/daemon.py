@@ -6,6 +6,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
+from mailguard.body import spooler_for
 from mailguard.control.queueop import QueueOp
 from mailguard.control.server import ControlError, ControlServer
 from mailguard.control.smtpop import SmtpOp
@@ -37,7 +38,7 @@ async def start_control(res: Resources, live: LiveServices, tracker: Tracker, *,
         queue_delivery = res.queue_delivery or build_qmail_queue(cfg, res.clock)
         return QueueOp(services.queue_stage.with_delivery(queue_delivery), cfg.queue,
                        res.clock, metrics=res.metrics, record=services.record,
-                       server=cfg.server)
+                       server=cfg.server, spooler=spooler_for(cfg))
 
     ops: dict[str, Handler] = {"queue": queue_op(live.services)}
     live.on_swap.append(lambda fresh: ops.update(queue=queue_op(fresh)))

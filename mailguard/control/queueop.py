@@ -10,14 +10,16 @@ gets the same summary line and `message_log` row as one from an SMTP session."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
+from mailguard.body import DEFAULT_DIR, Body, Spooler
 from mailguard.clock import Clock
 from mailguard.config import ServerConfig
 from mailguard.context import Session, Transaction
@@ -28,7 +30,13 @@ from mailguard.frontend.conversation import unique_rcpts
 from mailguard.metrics import Metrics
 from mailguard.netaddr import plain_ip
 from mailguard.qmail.envelope import EnvelopeError, parse
-from mailguard.qmail.exitcodes import EX_CUSTOM, EX_PERM_REFUSED, EX_READ_ERROR, EX_TEMP_REFUSED
+from mailguard.qmail.exitcodes import (
+    EX_CUSTOM,
+    EX_PERM_REFUSED,
+    EX_READ_ERROR,
+    EX_TEMP_REFUSED,
+    EX_WRITE_ERROR,
+)
 from mailguard.qmail.replies import DATABYTES
 from mailguard.scanning.stage import QueueStage
 from mailguard.settings.queue import QueueConfig
@@ -51,6 +59,11 @@ TOO_MANY_RCPTS = SmtpReply(554, "too many recipients", "5.5.3")
 
 class TooBig(Exception):
     """The message is longer than the limit; reading stopped there."""
+
+
+class SpoolFailed(Exception):
+    """The message could not be written to its spool file (disk full): qmail-queue's
+    exit 53, "write error or disk full"."""
 
 
 def exit_status(delivered: Delivered, *, custom: bool) -> tuple[int, str]:
@@ -112,14 +125,19 @@ class QueueOp:
     `server.databytes`; 0 there means `server.max_message_bytes` (0: none). Reading
     stops past it, so no more is ever held. `server.max_rcpts`: the most distinct
     recipients of a message from qmail-smtpd (source `smtp`); repeated recipients are
-    dropped from every envelope."""
+    dropped from every envelope. `spooler`: where a message bigger than
+    `server.spool_threshold_bytes` is received (default: `server.spool_dir`, else
+    /var/tmp)."""
 
     def __init__(self, stage: QueueStage, cfg: QueueConfig, clock: Clock, *,
                  server: ServerConfig,
                  metrics: Metrics | None = None,
-                 record: Callable[[MessageRecord], None] = _no_record) -> None:
+                 record: Callable[[MessageRecord], None] = _no_record,
+                 spooler: Spooler | None = None) -> None:
         self._stage = stage
         self._server = server
+        self._spooler = spooler or Spooler(server.spool_dir or DEFAULT_DIR,
+                                           server.spool_threshold_bytes)
         self._max_rcpts = server.max_rcpts
         self._cfg = cfg
         self._clock = clock
@@ -174,7 +192,10 @@ class QueueOp:
                    scanned: bool, started: float) -> tuple[int, str]:
         limit = self.max_bytes(session.env)
         try:
-            message = await read_all(msg_fd, limit)
+            message = await read_body(msg_fd, limit, self._spooler)
+        except SpoolFailed as exc:
+            log.error("event=queue_error error=%r", f"message spool: {exc}")
+            return EX_WRITE_ERROR, ""
         except TooBig:
             # The envelope is not read: the writer is still blocked on the message.
             log.warning("event=queue_refused source=%s error=%r", source_of(session.env),
@@ -183,6 +204,14 @@ class QueueOp:
         except OSError as exc:
             log.warning("event=queue_error error=%r", "message read: " + str(exc))
             return EX_READ_ERROR, ""
+        try:  # the message (possibly a spool file) is released however this ends
+            return await self._run_with(session, message, env_fd, custom=custom,
+                                        scanned=scanned, started=started)
+        finally:
+            message.close()
+
+    async def _run_with(self, session: Session, message: Body, env_fd: int, *,
+                        custom: bool, scanned: bool, started: float) -> tuple[int, str]:
         try:
             raw = await read_all(env_fd)
         except OSError as exc:
@@ -195,7 +224,7 @@ class QueueOp:
             return exc.exit_code, ""
         # One copy per recipient, as over SMTP (qmail-queue would queue repeats as given)
         tx = Transaction(envelope.sender_str, rcpts=unique_rcpts(envelope.rcpts_str),
-                         data=message, size=len(message))
+                         body=message, size=message.size)
         session.transaction = tx
         if source_of(session.env) == "smtp" and len(tx.rcpts) > self._max_rcpts:
             # Local programs are not limited: a list manager sends one message to every
@@ -209,7 +238,7 @@ class QueueOp:
                          ("scanned", "yes" if scanned else "no"), ("exit", str(code))))
         return code, text
 
-    async def _stages(self, session: Session, tx: Transaction, message: bytes,
+    async def _stages(self, session: Session, tx: Transaction, message: Body,
                       scanned: bool) -> Delivered:
         """DATA checks as for SMTP (qmail-smtpd ran the connection's own), then the
         QUEUE stage."""
@@ -233,17 +262,50 @@ class QueueOp:
 
 
 async def read_all(fd: int, limit: int | None = None) -> bytes:
-    """Read `fd` to EOF without blocking the loop: pipes and sockets are polled (their
-    blocking mode restored afterwards: the description is shared with the wrapper),
-    regular files — which cannot be polled — are read directly. More than `limit` bytes
-    → TooBig, having read at most one byte past it."""
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        return await asyncio.to_thread(_read_file, fd, limit)
+    """Read `fd` to EOF without blocking the loop (the envelope; `read_body` for the
+    message). More than `limit` bytes → TooBig, having read at most one byte past it."""
+    async with contextlib.aclosing(_pieces(fd, limit)) as pieces:
+        return b"".join([piece async for piece in pieces])
+
+
+async def read_body(fd: int, limit: int | None, spooler: Spooler) -> Body:
+    """`read_all` into a Body: in memory up to the spooler's threshold, in a spool file
+    beyond. SpoolFailed when the disk fails; TooBig as read_all (nothing is kept)."""
+    writer = spooler.writer()
+    buf = bytearray()
+    try:
+        async with contextlib.aclosing(_pieces(fd, limit)) as pieces:
+            async for piece in pieces:
+                buf += piece
+                if len(buf) >= writer.flush_at():
+                    await writer.flush(buf)
+                    if writer.error is not None:
+                        raise SpoolFailed(str(writer.error))
+        try:
+            return await writer.finish(buf)
+        except OSError as exc:
+            raise SpoolFailed(str(exc)) from None
+    except BaseException:
+        writer.discard()
+        raise
+
+
+async def _pieces(fd: int, limit: int | None) -> AsyncGenerator[bytes, None]:
+    """`fd` to EOF, in pieces, without blocking the loop: pipes and sockets are polled
+    (their blocking mode restored afterwards: the description is shared with the
+    wrapper), regular files — which cannot be polled — are read in a worker thread."""
     loop = asyncio.get_running_loop()
+    size = 0
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        while chunk := await loop.run_in_executor(None, os.read, fd,
+                                                  _want(size, limit, 1 << 20)):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise TooBig
+            yield chunk
+        return
     was_blocking = os.get_blocking(fd)
     os.set_blocking(fd, False)
-    chunks: list[bytes] = []
-    size = 0
     try:
         while True:
             try:
@@ -252,11 +314,11 @@ async def read_all(fd: int, limit: int | None = None) -> bytes:
                 await _readable(loop, fd)
                 continue
             if not chunk:
-                return b"".join(chunks)
+                return
             size += len(chunk)
             if limit is not None and size > limit:
                 raise TooBig
-            chunks.append(chunk)
+            yield chunk
     finally:
         os.set_blocking(fd, was_blocking)
 
@@ -264,17 +326,6 @@ async def read_all(fd: int, limit: int | None = None) -> bytes:
 def _want(size: int, limit: int | None, chunk: int) -> int:
     """How much to read next: never more than one byte past `limit`."""
     return chunk if limit is None else max(1, min(chunk, limit + 1 - size))
-
-
-def _read_file(fd: int, limit: int | None) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := os.read(fd, _want(size, limit, 1 << 20)):
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise TooBig
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from mailguard.body import Message
 from mailguard.verdict import Reply
 
 
@@ -23,9 +24,10 @@ class Delivered:
 
 
 class Delivery(Protocol):
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
-        """Hand over `message` (LF line ends, qmail's stored form) for `rcpts`.
+        """Hand over `message` (LF line ends, qmail's stored form; bytes or a Body,
+        possibly spooled to disk: stream it, never read it whole) for `rcpts`.
         `authenticated`: the client logged in (SMTP AUTH), so the sender is known to be
         ours — the scanning wrapper may then warn it about a virus; plain hand-overs
         ignore it."""

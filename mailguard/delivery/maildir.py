@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailguard.body import Body, Message, as_body
 from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered
 from mailguard.errors import PermanentError, TemporaryError
@@ -134,7 +135,7 @@ class MaildirSpool:
         usec = min(int((now - sec) * 1_000_000), 999_999)
         return f"{sec}.M{usec}P{os.getpid()}Q{self._counter}R{self._token}"
 
-    async def deliver(self, message: bytes, sender: str, rcpts: Sequence[str]) -> str:
+    async def deliver(self, message: Message, sender: str, rcpts: Sequence[str]) -> str:
         """Store `message` for every recipient; return only once all copies are in new/
         and on disk.  Raises PermanentError for a recipient that has no valid Maildir
         name (before anything is written) and TemporaryError for disk trouble."""
@@ -148,10 +149,10 @@ class MaildirSpool:
             head = return_path + b"Delivered-To: " + _header_value(rcpt) + b"\n"
             name = f"{self._unique(now)}.{self._host}"
             jobs.append(_Job(rcpt, maildir, name, head))
-        await asyncio.to_thread(self._deliver_all, jobs, message)
+        await asyncio.to_thread(self._deliver_all, jobs, as_body(message))
         return jobs[0].name.removesuffix(f".{self._host}")
 
-    def _deliver_all(self, jobs: list[_Job], message: bytes) -> None:
+    def _deliver_all(self, jobs: list[_Job], message: Body) -> None:
         tmp_files: list[Path] = []
         step = "preparing"
         try:
@@ -207,7 +208,7 @@ class MaildirDelivery:
             return exc.reply
         return None
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         try:
             queue_id = await self._spool.deliver(message, sender, rcpts)
@@ -237,7 +238,8 @@ def _mkdir(path: Path) -> None:
     _fsync_dir(path.parent)  # make the new directory entry durable too
 
 
-def _write_new_file(path: Path, chunks: Sequence[bytes], *, created: list[Path]) -> None:
+def _write_new_file(path: Path, chunks: Sequence[bytes | Body], *,
+                    created: list[Path]) -> None:
     """Create `path` exclusively, record it in `created` (for clean-up), write, fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
     created.append(path)
@@ -248,11 +250,13 @@ def _write_new_file(path: Path, chunks: Sequence[bytes], *, created: list[Path])
         os.close(fd)
 
 
-def _write_all(fd: int, chunks: Sequence[bytes]) -> None:
+def _write_all(fd: int, chunks: Sequence[bytes | Body]) -> None:
+    """Write each chunk; a Body piece by piece (a spooled one is read as it goes)."""
     for chunk in chunks:
-        view = memoryview(chunk)
-        while view:  # os.write may write less than asked
-            view = view[os.write(fd, view) :]
+        for piece in chunk.chunks() if isinstance(chunk, Body) else (chunk,):
+            view = memoryview(piece)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
 
 
 def _publish(tmp: Path, new: Path) -> None:

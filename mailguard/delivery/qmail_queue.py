@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from mailguard.body import Message
 from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered
 from mailguard.qmail.queue_program import run_qmail_queue
@@ -30,7 +31,7 @@ class QmailQueueDelivery:
         self._timeout_s = timeout_s
         self._env = env
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         result = await run_qmail_queue(
             self._program,

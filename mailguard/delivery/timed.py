@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mailguard.body import Message
 from mailguard.clock import Clock
 from mailguard.delivery.base import Delivered, Delivery, RefusesRecipients
 from mailguard.metrics import Metrics
@@ -31,7 +32,7 @@ class TimedDelivery:
         self._metrics = metrics
         declare_metrics(metrics)
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         started = self._clock.monotonic()
         result = "error"

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mailguard.body import Body
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered
 from mailguard.delivery.qmail_queue import QmailQueueDelivery
@@ -64,12 +65,15 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """What the protocol read after DATA: the unstuffed message with LF line ends."""
+    """What the protocol read after DATA: the unstuffed message with LF line ends, in
+    memory or spooled (empty when too big or when spooling failed). data_end owns it:
+    it closes it, or hands it to the hand-over task, which does."""
 
-    message: bytes
+    body: Body
     size: int  # octets received (CRLF counted), for databytes
     too_big: bool
     hops: int  # Received: / Delivered-To: header lines
+    spool_failed: bool = False  # the spool file could not be written (disk full): 451
 
 
 def hands_to_qmail_queue(delivery: object) -> bool:
@@ -217,23 +221,22 @@ class Conversation:
         return None
 
     async def data_end(self, data: Data) -> Step:
+        """The DATA reply. The message (possibly a spool file) is released on every way
+        out: here, or by the hand-over task when it ends."""
         tx = self.session.transaction
         assert tx is not None, "data_end without a transaction"
-        tx.size = data.size
-        if data.too_big:
-            return self._finish(Step(replies.DATABYTES), "rejected")
-        if data.hops >= self.server.max_hops:
-            return self._finish(Step(replies.TOO_MANY_HOPS), "rejected")
-        tx.data = data.message
-        verdict = await self.services.pipeline.run(Stage.DATA, self.session)
-        refusal = self._refusal(verdict)
-        if refusal:
-            outcome = "tempfail" if refusal.reply.temporary else "rejected"
-            return self._finish(refusal, outcome)
-        message = self._received() + "".join(f"{h}\n" for h in tx.add_headers).encode(
-            "utf-8", "surrogateescape"
-        ) + data.message
-        # The hand-over finishes even if the client vanishes meanwhile: shielded, tracked.
+        try:
+            step = await self._data_stage(tx, data)
+        except BaseException:
+            data.body.close()
+            raise
+        if step is not None:
+            data.body.close()
+            return step
+        message = data.body.prepend(self._received() + "".join(
+            f"{h}\n" for h in tx.add_headers).encode("utf-8", "surrogateescape"))
+        # The hand-over finishes even if the client vanishes meanwhile: shielded, tracked;
+        # it closes the message when it ends.
         task = asyncio.ensure_future(self._hand_over(tx, message))
         self.services.track(task)
         try:
@@ -246,18 +249,42 @@ class Conversation:
             raise
         return self._handed_over(tx, delivered)
 
-    async def _hand_over(self, tx: Transaction, message: bytes) -> Delivered:
+    async def _data_stage(self, tx: Transaction, data: Data) -> Step | None:
+        """The refusal at the end of DATA (size, hops, disk, DATA-stage checks), or None:
+        hand the message over."""
+        tx.size = data.size
+        if data.too_big:
+            return self._finish(Step(replies.DATABYTES), "rejected")
+        if data.spool_failed:
+            # the spool's disk is full (or gone): qmail-queue's answer for the same
+            return self._finish(Step(replies.QQ_WRITE_ERROR), "tempfail")
+        if data.hops >= self.server.max_hops:
+            return self._finish(Step(replies.TOO_MANY_HOPS), "rejected")
+        tx.body = data.body
+        verdict = await self.services.pipeline.run(Stage.DATA, self.session)
+        refusal = self._refusal(verdict)
+        if refusal:
+            outcome = "tempfail" if refusal.reply.temporary else "rejected"
+            return self._finish(refusal, outcome)
+        return None
+
+    async def _hand_over(self, tx: Transaction, message: Body) -> Delivered:
         """Delivery.deliver, with an unexpected exception (a bug) turned into a 451; once
         accepted, the `on_accepted` hooks (per-user counting) run before the reply, inside
-        this shielded, tracked task: they finish even if the client goes away."""
+        this shielded, tracked task: they finish even if the client goes away. The
+        message is closed at the end (after the hooks: they may read its headers),
+        whatever happens."""
         try:
-            delivered = await self.services.queue_stage.process(self.session, tx, message)
-        except Exception:
-            log.exception("event=delivery_error session=%s", self.session.session_id)
-            return Delivered(False, replies.LOCAL_ERROR)
-        if delivered.accepted:
-            await self.services.accepted(self.session, tx)
-        return delivered
+            try:
+                delivered = await self.services.queue_stage.process(self.session, tx, message)
+            except Exception:
+                log.exception("event=delivery_error session=%s", self.session.session_id)
+                return Delivered(False, replies.LOCAL_ERROR)
+            if delivered.accepted:
+                await self.services.accepted(self.session, tx)
+            return delivered
+        finally:
+            message.close()
 
     def _handed_over(self, tx: Transaction, delivered: Delivered) -> Step:
         if delivered.accepted:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP
 
+from mailguard.body import Body, BodyWriter, spooler_for
 from mailguard.context import Session
 from mailguard.frontend import replies
 from mailguard.frontend.conversation import Conversation, Data, Step, session_too_long
@@ -431,10 +432,22 @@ class MailguardSMTP(SMTP):
     async def _read_data(self) -> Data | None:
         """Read the message up to the lone dot. Returns None on a bare LF (qmail answers
         451 and closes: it is how SMTP smuggling starts). Dot-stuffing is undone and CRLF
-        becomes LF (qmail's stored form); over databytes the rest is read and dropped."""
+        becomes LF (qmail's stored form); over databytes the rest is read and dropped.
+        Past `[server] spool_threshold_bytes` the message goes to a spool file as it
+        comes (mailguard/body.py); should the disk fail, the rest is read and dropped
+        too, and the caller answers 451. On any other way out the file is released."""
+        writer = spooler_for(self.services.config).writer()
+        try:
+            return await self._receive(writer)
+        except BaseException:
+            writer.discard()
+            raise
+
+    async def _receive(self, writer: BodyWriter) -> Data | None:
         server = self.services.config.server
         limit = server.databytes or server.max_message_bytes
         out = bytearray()
+        flush_at = writer.flush_at()
         size = 0
         too_big = False
         in_headers = True
@@ -457,6 +470,7 @@ class MailguardSMTP(SMTP):
                 self._reset_timeout()
                 rearm_at = now + rearm_s
             if len(line) < 2 or line[-2] != 0x0D:
+                writer.discard()
                 return None
             if line == b".\r\n":
                 break
@@ -465,6 +479,8 @@ class MailguardSMTP(SMTP):
                 length -= 1
             size += length - 1  # stored with LF, as qmail counts databytes
             if too_big or (limit and size > limit):
+                if not too_big:
+                    writer.discard()
                 too_big = True
                 out.clear()
                 continue
@@ -475,7 +491,20 @@ class MailguardSMTP(SMTP):
                     hops += 1
             out += line[:-2]
             out += b"\n"
-        return Data(bytes(out), size, too_big, hops)
+            if len(out) >= flush_at:  # (after a disk failure flush keeps nothing)
+                await writer.flush(out)
+                flush_at = writer.flush_at()
+        if too_big:  # (a long line may have set it without the discard above)
+            writer.discard()
+            return Data(Body(), size, too_big, hops)
+        try:
+            body = await writer.finish(out)
+        except OSError:
+            body = Body()
+        if writer.error is not None:
+            log.error("event=spool_failed error=%r", str(writer.error))
+            return Data(Body(), size, too_big, hops, spool_failed=True)
+        return Data(body, size, too_big, hops)
 
     async def _read_long_line(self, first: int, keep: int) -> tuple[bytes, int]:
         """A line longer than the reader's buffer, read in pieces. At most `keep` bytes

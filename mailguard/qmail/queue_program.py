@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mailguard.body import Body, Message, as_body
 from mailguard.errors import TemporaryError
 from mailguard.qmail.envelope import encode
 from mailguard.qmail.exitcodes import (
@@ -81,7 +82,7 @@ class QueueResult:
 
 async def run_qmail_queue(
     program: Sequence[str],
-    message: bytes,
+    message: Message,
     sender: str,
     rcpts: Sequence[str],
     *,
@@ -132,7 +133,7 @@ async def run_qmail_queue(
             clock,
             pid,
             fds=fds,
-            msg=(msg_w, message),
+            msg=(msg_w, as_body(message)),
             env=(env_w, envelope),
             custom_r=custom_r,
             deadline=deadline,
@@ -147,7 +148,7 @@ async def _converse(
     pid: int,
     *,
     fds: _Fds,
-    msg: tuple[int, bytes],
+    msg: tuple[int, Body],
     env: tuple[int, bytes],
     custom_r: int,
     deadline: float,
@@ -261,19 +262,29 @@ def _resolve(name: str, environ: Mapping[str, str], cwd: str | None) -> str:
 
 
 async def _feed(
-    loop: asyncio.AbstractEventLoop, fds: _Fds, msg: tuple[int, bytes], env: tuple[int, bytes]
+    loop: asyncio.AbstractEventLoop, fds: _Fds, msg: tuple[int, Body], env: tuple[int, bytes]
 ) -> bool:
     """Message, close fd 0, envelope, close fd 1 (qmail_from/qmail_close). After a write error
-    the envelope is not written (qmail_put skips once flagerr is set). True if all went."""
-    ok = await _write_all(loop, *msg)
-    fds.close(msg[0])
+    the envelope is not written (qmail_put skips once flagerr is set). True if all went.
+    A spooled message is streamed from its file, a piece at a time."""
+    fd, body = msg
+    ok = True
+    try:
+        async with contextlib.aclosing(body.stream()) as pieces:
+            async for piece in pieces:
+                if not await _write_all(loop, fd, piece):
+                    ok = False
+                    break
+    except OSError:  # the spool file failed to read: end fd 0 without the envelope, so
+        ok = False  # qmail-queue refuses (qmail.c: "qq read error"), never queues a part
+    fds.close(fd)
     if ok:
         ok = await _write_all(loop, *env)
     fds.close(env[0])
     return ok
 
 
-async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> bool:
+async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes | memoryview) -> bool:
     view = memoryview(data)
     while view:
         try:

@@ -10,10 +10,12 @@ connection mid-stream and the reply is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from mailguard.body import Body, Message, as_body
 from mailguard.errors import TemporaryError
 from mailguard.scanners.net import close_stream, open_stream, with_failover
 
@@ -79,11 +81,13 @@ class ClamdClient:
         self.max_size_bytes = max_size_bytes
         self._chunk = chunk_bytes
 
-    async def scan(self, data: bytes) -> ClamdResult:
-        """Clean, Infected(name) or TooLarge; TemporaryError when no server could scan."""
-        if len(data) > self.max_size_bytes:
-            return TooLarge(len(data), self.max_size_bytes)
-        return await with_failover("clamd", self.servers, lambda s: self._scan_on(s, data))
+    async def scan(self, data: Message) -> ClamdResult:
+        """Clean, Infected(name) or TooLarge; TemporaryError when no server could scan.
+        A spooled message is streamed from its file, a piece at a time."""
+        body = as_body(data)
+        if body.size > self.max_size_bytes:
+            return TooLarge(body.size, self.max_size_bytes)
+        return await with_failover("clamd", self.servers, lambda s: self._scan_on(s, body))
 
     async def ping(self) -> None:
         """TemporaryError unless a server answers PONG (health checks, start-up)."""
@@ -94,17 +98,19 @@ class ClamdClient:
     async def version(self) -> str:
         return await with_failover("clamd", self.servers, lambda s: self._command(s, "VERSION"))
 
-    async def _scan_on(self, server: str, data: bytes) -> Clean | Infected:
+    async def _scan_on(self, server: str, body: Body) -> Clean | Infected:
         reader, writer = await open_stream(server, DEFAULT_PORT, self.connect_timeout_s)
         try:
             async with asyncio.timeout(self.scan_timeout_s):
                 writer.write(b"zINSTREAM\0")
-                view = memoryview(data)
-                for start in range(0, len(data), self._chunk):
-                    piece = view[start : start + self._chunk]
-                    writer.write(struct.pack(">I", len(piece)))
-                    writer.write(piece)
-                    await writer.drain()
+                async with contextlib.aclosing(body.stream()) as parts:
+                    async for part in parts:
+                        view = memoryview(part)
+                        for start in range(0, len(view), self._chunk):
+                            piece = view[start : start + self._chunk]
+                            writer.write(struct.pack(">I", len(piece)))
+                            writer.write(piece)
+                            await writer.drain()
                 writer.write(struct.pack(">I", 0))
                 await writer.drain()
                 raw = await _read_reply(reader)

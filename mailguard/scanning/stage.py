@@ -23,12 +23,13 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from mailguard.body import Body, Message, as_body
 from mailguard.checks.virus_scan import VIRUS_FACT
 from mailguard.clock import Clock
 from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered, Delivery, RefusesRecipients
 from mailguard.errors import TemporaryError
-from mailguard.headers import edit
+from mailguard.headers import edit_body
 from mailguard.metrics import Metrics
 from mailguard.pipeline import Pipeline
 from mailguard.qmail.exitcodes import EX_OK
@@ -82,11 +83,13 @@ class QueueStage:
                           deadline_s=self._deadline_s, notifier=self._notifier,
                           quarantine=self.quarantine)
 
-    async def process(self, session: Session, tx: Transaction, message: bytes, *,
+    async def process(self, session: Session, tx: Transaction, message: Message, *,
                       scan: bool = True) -> Delivered:
         """Check (unless `scan` is False) and queue `message` (LF line ends, our
-        Received line on top) for `tx`'s sender and recipients."""
-        tx.data = message
+        Received line on top) for `tx`'s sender and recipients. A spooled Body stays
+        the caller's to close: every copy made here is a view of it."""
+        message = as_body(message)
+        tx.body = message
         scan = scan and self.pipeline.runs(Stage.QUEUE)
         if scan:
             # the session's own transaction may be detached meanwhile (client gone): the
@@ -113,18 +116,19 @@ class QueueStage:
                 return Delivered(False, reply)
         return await self._queue(tx, message, edited=scan)
 
-    async def _notify(self, message: bytes, tx: Transaction, virus: str,
+    async def _notify(self, message: Body, tx: Transaction, virus: str,
                       authenticated: bool) -> None:
         if self._notifier is None:
             return
         try:
-            await self._notifier.notify(message, tx.mail_from, list(tx.rcpts), virus,
+            # the warnings quote the original's headers, never its body
+            await self._notifier.notify(message.header_block(), tx.mail_from, list(tx.rcpts), virus,
                                         authenticated=authenticated)
         except Exception as exc:  # a failed warning must not turn the refusal into a 451
             self._metrics.inc("mailguard_notify_errors_total", kind="virus")
             log.error("event=virus_notify_failed error=%r", str(exc))
 
-    async def _keep_virus(self, message: bytes, tx: Transaction, virus: str) -> None:
+    async def _keep_virus(self, message: Body, tx: Transaction, virus: str) -> None:
         """With `[quarantine] viruses`, a copy per recipient for the admins; the message
         is refused whatever happens here, so a failure is logged, not answered."""
         q = self.quarantine
@@ -141,7 +145,7 @@ class QueueStage:
         log.info("event=quarantined kind=virus ids=%s", ",".join(map(str, ids)))
 
     async def _hand_over(self, tx: Transaction, g: grouping.Group,
-                         copy: bytes) -> Delivered:
+                         copy: Body) -> Delivered:
         """A group's copy to the delivery, or to the quarantine (one entry per
         recipient; the queue id lists them as q<id>)."""
         if not g.disposition.quarantine:
@@ -162,7 +166,7 @@ class QueueStage:
         return Delivered(True, accepted_reply(self._clock.now(), 0),
                          ",".join(f"q{i}" for i in ids), exit_code=EX_OK)
 
-    async def _queue(self, tx: Transaction, message: bytes, *, edited: bool) -> Delivered:
+    async def _queue(self, tx: Transaction, message: Body, *, edited: bool) -> Delivered:
         """`edited`: the QUEUE checks ran, so every copy loses incoming headers that
         would pass for ours and gets our status lines; otherwise it goes as it is."""
         groups = grouping.group(tx.rcpts, tx.dispositions)
@@ -174,8 +178,8 @@ class QueueStage:
             prepend = [*tx.queue_headers, *grouping.group_headers(g)]
             copy = message
             if edited:
-                copy = edit(message, drop=functools.partial(_drops, g), prepend=prepend,
-                            subject_prefix=g.disposition.subject_prefix)
+                copy = edit_body(message, drop=functools.partial(_drops, g), prepend=prepend,
+                                 subject_prefix=g.disposition.subject_prefix)
             delivered = await self._hand_over(tx, g, copy)
             if not delivered.accepted:
                 if i == 0:

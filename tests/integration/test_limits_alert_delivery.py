@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailguard.app import build_checks
+from mailguard.body import Body, Message
 from mailguard.checks.limits import LimitsCheck, build_limits
 from mailguard.config import load
 from mailguard.context import Session, Transaction
@@ -35,7 +36,7 @@ from tests.integration.test_limits_check import (  # noqa: F401 - fixtures
 class HangingDelivery:
     """A queue that never answers (a hung qmail-queue, say)."""
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -57,7 +58,8 @@ async def _mail(check: Check, r: Rig, stage: Stage = Stage.MAIL) -> Verdict:
     """One message of alice's through `check` alone: decided at MAIL, and with
     Stage.DATA counted as accepted when MAIL let it through."""
     session = Session(ipaddress.ip_address("127.0.0.1"), 4321, r.clock, relay_client=True)
-    tx = Transaction("alice@example.com", rcpts=["bob@example.org"], data=b"Subject: s\n\nhi\n")
+    tx = Transaction("alice@example.com", rcpts=["bob@example.org"],
+                     body=Body(b"Subject: s\n\nhi\n"))
     session.transaction = tx
     verdict = await check.evaluate(Stage.MAIL, session)
     if stage is Stage.DATA and not verdict.stops:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mailguard.body import Body, Message
 from mailguard.checks.limits import build_limits
 from mailguard.checks.relay import RelayCheck
 from mailguard.checks.tarpit import build_tarpit
@@ -79,7 +80,7 @@ class Rig:
         if not any(x.startswith(b"250") for x in out[1:]):
             return out
         message = f"From: {sender}\nSubject: {subject}\n\nhi\n".encode()
-        step = await conv.data_end(Data(message, len(message), False, 0))
+        step = await conv.data_end(Data(Body(message), len(message), False, 0))
         out.append(str(step.reply).encode())
         return out
 
@@ -283,7 +284,7 @@ class RefusingQueue:
         self.reply = reply
         self.calls = 0
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         self.calls += 1
         return Delivered(False, self.reply)

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailguard.body import Message
 from mailguard.clock import FrozenClock
 from mailguard.delivery.base import Delivered
 from mailguard.quarantine import QuarantineService, summary_fields
@@ -28,12 +29,12 @@ class Recorder:
         self.refuse = refuse
         self.delay_s = delay_s
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         await asyncio.sleep(self.delay_s)
         if self.refuse:
             return Delivered(False, Reply(451, "queue down", "4.3.0"))
-        self.got.append((sender, tuple(rcpts), message))
+        self.got.append((sender, tuple(rcpts), bytes(message)))
         return Delivered(True, Reply(250, "ok"), f"id{len(self.got)}")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mailguard.body import Message
 from mailguard.clock import FrozenClock
 from mailguard.delivery.base import Delivered, Delivery
 from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
@@ -177,7 +178,7 @@ class ExplodingDelivery:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         self.calls += 1
         raise RuntimeError("bug in a delivery")

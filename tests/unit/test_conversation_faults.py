@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from mailguard.body import Body, Message, SpoolFile
 from mailguard.checks.relay import RelayCheck
 from mailguard.clock import FrozenClock
 from mailguard.config import load
-from mailguard.context import Session
+from mailguard.context import Session, Transaction
 from mailguard.delivery.base import Delivered, Delivery
 from mailguard.delivery.maildir import MaildirDelivery, MaildirSpool
 from mailguard.frontend.conversation import Conversation, Data
@@ -42,7 +43,7 @@ class BuggyCheck:
 class BrokenDelivery:
     """A hand-over raising something its callers do not expect."""
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         raise RuntimeError("delivery bug")
 
@@ -55,7 +56,7 @@ class GatedDelivery:
         self.started = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+    async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                       authenticated: bool = False) -> Delivered:
         self.started.set()
         await self.gate.wait()
@@ -115,7 +116,7 @@ async def test_a_delivery_that_raises_gets_451_and_the_session_goes_on(
     await conv.mail("<a@example.org>")
     await conv.rcpt("<joe@example.com>")
     with caplog.at_level(logging.INFO):
-        step = await conv.data_end(Data(MESSAGE, len(MESSAGE), False, 0))
+        step = await conv.data_end(Data(Body(MESSAGE), len(MESSAGE), False, 0))
     assert str(step.reply) == "451 local error, please try again later (#4.3.0)"
     assert not step.close
     assert conv.session.transaction is None
@@ -136,7 +137,7 @@ async def test_a_hand_over_outliving_its_session_logs_its_real_outcome(
     await conv.rcpt("<joe@example.com>")
     with caplog.at_level(logging.INFO):
         session_task = asyncio.ensure_future(
-            conv.data_end(Data(MESSAGE, len(MESSAGE), False, 0))
+            conv.data_end(Data(Body(MESSAGE), len(MESSAGE), False, 0))
         )
         await delivery.started.wait()
         session_task.cancel()  # the client vanished; the protocol cancels the session
@@ -155,7 +156,7 @@ async def test_a_failed_hand_over_outliving_its_session_is_logged_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Refusing(GatedDelivery):
-        async def deliver(self, sender: str, rcpts: Sequence[str], message: bytes, *,
+        async def deliver(self, sender: str, rcpts: Sequence[str], message: Message, *,
                           authenticated: bool = False) -> Delivered:
             self.started.set()
             await self.gate.wait()
@@ -167,7 +168,7 @@ async def test_a_failed_hand_over_outliving_its_session_is_logged_too(
     await conv.mail("<a@example.org>")
     await conv.rcpt("<joe@example.com>")
     with caplog.at_level(logging.INFO):
-        task = asyncio.ensure_future(conv.data_end(Data(MESSAGE, len(MESSAGE), False, 0)))
+        task = asyncio.ensure_future(conv.data_end(Data(Body(MESSAGE), len(MESSAGE), False, 0)))
         await delivery.started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -177,3 +178,46 @@ async def test_a_failed_hand_over_outliving_its_session_is_logged_too(
         await services.drain()
     [line] = summary(caplog)
     assert "result=tempfail reply=451" in line
+
+
+def spooled(tmp_path: Path, data: bytes) -> Body:
+    f = SpoolFile(str(tmp_path / "incoming"))
+    f.append(data)
+    return Body(file=f)
+
+
+async def test_a_spooled_message_is_readable_by_the_hooks_then_released(
+    tmp_path: Path
+) -> None:
+    """Issue 12: the hand-over task owns the spool file; the `on_accepted` hooks (which
+    read the Subject for the per-user counters) still see it, and it is closed after."""
+    services = services_with(tmp_path, [])
+    seen: list[bytes] = []
+
+    async def hook(session: Session, tx: Transaction) -> None:
+        seen.append(tx.body.header_block())
+
+    services.on_accepted.append(("subject", hook))
+    conv = conversation(services)
+    await conv.mail("<a@example.org>")
+    await conv.rcpt("<joe@example.com>")
+    body = spooled(tmp_path, MESSAGE)
+    step = await conv.data_end(Data(body, len(MESSAGE), False, 0))
+    assert str(step.reply).startswith("250 ok")
+    assert seen and seen[0].endswith(MESSAGE) and seen[0].startswith(b"Received: ")
+    assert body._file is not None and body._file.closed
+
+
+@pytest.mark.parametrize("refusal", ["too_big", "spool_failed", "hops"])
+async def test_a_refused_spooled_message_is_released(tmp_path: Path, refusal: str) -> None:
+    conv = conversation(services_with(tmp_path, []))
+    await conv.mail("<a@example.org>")
+    await conv.rcpt("<joe@example.com>")
+    body = spooled(tmp_path, MESSAGE)
+    data = Data(body, len(MESSAGE), refusal == "too_big", 1000 if refusal == "hops" else 0,
+                spool_failed=refusal == "spool_failed")
+    step = await conv.data_end(data)
+    assert step.reply.code in (451, 552, 554)
+    if refusal == "spool_failed":
+        assert str(step.reply) == "451 qq write error or disk full (#4.3.0)"
+    assert body._file is not None and body._file.closed
