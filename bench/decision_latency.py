@@ -50,7 +50,7 @@ def rows(n: int, now: float) -> tuple[list[tuple[object, ...]], list[tuple[objec
     greylist = []
     for i in range(n):
         key, sender, rcpt = triplet(i)
-        greylist.append((key, sender, rcpt, now - 7200, now - 3600, now - 3000, 1))
+        greylist.append((key, sender, rcpt, now - 7200, now - 600, now - 3000, 1))
     events = [(f"user{i % 10_000}@example.com", now - (i % 86_000), 1, 1, "example.org", "s")
               for i in range(n)]
     return greylist, events

@@ -36,6 +36,9 @@ class _NoHooks:
     """aiosmtpd looks for handle_* hooks on its handler; ours live in Conversation."""
 
 
+_NO_HOOKS = _NoHooks()
+
+
 class Tracker:
     """Counts sessions (total and per IP) for the limits, and knows how to stop them."""
 
@@ -82,14 +85,8 @@ class MailguardSMTP(SMTP):
         self._session_deadline: float | None = None
         self._data_deadline: float | None = None
         self._timer_for = "idle"  # what the armed timer stands for: idle | data | session
-        super().__init__(
-            _NoHooks(),
-            hostname=server.hostname,
-            timeout=float(server.timeout_s or 1200),
-            enable_SMTPUTF8=True,
-            data_size_limit=None,
-            loop=asyncio.get_running_loop(),
-        )
+        self._init_transport_side(asyncio.get_running_loop(), server.hostname,
+                                  float(server.timeout_s or 1200))
         self.services = services
         self.tracker = tracker
         self.dropin = env is not None  # handed over by `mailguard smtpd`
@@ -98,6 +95,41 @@ class MailguardSMTP(SMTP):
         self.idle = False
         self.conversation: Conversation | None = None
         self._ip = ""
+
+    def _init_transport_side(self, loop: asyncio.AbstractEventLoop, hostname: str,
+                             timeout_s: float) -> None:
+        """What aiosmtpd's `SMTP.__init__` sets up that its methods we keep use
+        (connection_made/lost, eof_received, _reset_timeout, _cb_client_connected).
+
+        Its own `__init__` is skipped on purpose: for its command loop, which ours
+        replaces, it builds tables of the instance's smtp_*/auth_*/handle_* members
+        with `inspect.getmembers` on every connection, about 5% of the daemon's time
+        with a new connection per message. aiosmtpd is pinned (<1.5) because of this;
+        every SMTP test exercises these attributes."""
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=loop)
+        self.loop = loop
+        self.event_handler = _NO_HOOKS
+        self.hostname = hostname
+        self.data_size_limit = None
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.tls_context = None
+        self.require_starttls = False
+        self._timeout_duration = timeout_s
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._handle_hooks = {}
+        self._smtp_methods = {}
+        self._auth_methods = {}
+        self._enforce_call_limit = False
 
     # --- aiosmtpd overrides ---------------------------------------------------------------
 
