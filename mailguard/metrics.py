@@ -17,6 +17,7 @@ workers (`prepare_multiprocess_dir`) and calls `process_dead(pid)` when one exit
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -259,8 +260,11 @@ def _counter_sample(name: str) -> str:
     return name if name.endswith("_total") else f"{name}_total"
 
 
-def _bucket_labels(buckets: tuple[float, ...]) -> list[str]:
-    return [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+@functools.cache
+def _bucket_labels(buckets: tuple[float, ...]) -> tuple[str, ...]:
+    """The `le` labels of `buckets`; cached: formatting them was 3% of the daemon's time
+    when done per observation."""
+    return (*(floatToGoString(b) for b in buckets), "+Inf")  # type: ignore[no-untyped-call]
 
 
 def prepare_multiprocess_dir(path: str | Path) -> None:
