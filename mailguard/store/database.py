@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,11 +33,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from mailguard.store.engine import SQLITE_BEGIN, create_sync_sqlite_engine, sqlite_path
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]  # synchronous Core code on one connection
+RawWork = Callable[[PoolProxiedConnection], T]  # the same as SQL on a sqlite3 connection
 
 log = logging.getLogger("mailguard.store")
 
@@ -69,6 +72,8 @@ class Database:
         self._sync: Engine | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._write_pool: ThreadPoolExecutor | None = None
+        # raw DBAPI connections of read(raw=...), at most one per reader thread
+        self._raw: queue.SimpleQueue[PoolProxiedConnection] = queue.SimpleQueue()
         if self.is_sqlite and sqlite_path(engine.url) is not None:
             self._sync = create_sync_sqlite_engine(engine.url, pool_size=READER_THREADS + 1)
             self._read_pool = ThreadPoolExecutor(READER_THREADS, "mailguard-db-read")
@@ -86,8 +91,14 @@ class Database:
         async with self._turn(), self._sessions.begin() as session:
             yield session
 
-    async def read(self, work: Work[T]) -> T:
-        """`work(conn)` on a read-only transaction, in one hand-off."""
+    async def read(self, work: Work[T], *, raw: RawWork[T] | None = None) -> T:
+        """`work(conn)` on a read-only transaction, in one hand-off.
+
+        `raw`, the same read written as plain SQL on a sqlite3 connection, replaces it
+        on a SQLite file: for the hot path's lookups SQLAlchemy's connection checkout,
+        BEGIN, statement execution and ROLLBACK cost 25 times the lookups themselves
+        (about 0.3 ms against 15 µs). Its connections are in autocommit mode, so each
+        statement is its own WAL snapshot: `raw` must not need two consistent ones."""
         if self._sync is None:
             async with self.engine.connect() as conn:
                 return await conn.run_sync(work)
@@ -97,7 +108,22 @@ class Database:
             with sync.connect() as conn:
                 return work(conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
+        def run_raw() -> T:
+            assert raw is not None
+            try:
+                conn = self._raw.get_nowait()
+            except queue.Empty:
+                conn = sync.raw_connection()
+            try:
+                result = raw(conn)
+            except BaseException:
+                conn.close()  # back to SQLAlchemy's pool, which resets it
+                raise
+            self._raw.put(conn)
+            return result
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, run if raw is None else run_raw)
 
     async def batched(self, work: Work[T]) -> T:
         """Run `work(conn)` in a write transaction, possibly shared with other callers'
@@ -123,6 +149,8 @@ class Database:
         for pool in (self._read_pool, self._write_pool):
             if pool is not None:
                 pool.shutdown(wait=True)
+        while not self._raw.empty():
+            self._raw.get_nowait().close()
         if self._sync is not None:
             self._sync.dispose()
         try:

@@ -182,11 +182,12 @@ def translate_errors(op: str, url: str | URL) -> Iterator[None]:
     451/tempfail, never a silent accept. The password never appears in the message.
     Text the database cannot take (an address with non-UTF-8 bytes, kept as surrogate
     escapes) fails here too: asyncpg reports it as a DBAPIError, sqlite3 as a bare
-    UnicodeEncodeError, which would otherwise escape every failure policy.
+    UnicodeEncodeError, which would otherwise escape every failure policy. sqlite3's
+    own errors come from the raw hot-path reads (Database.read).
     """
     try:
         yield
-    except (exc.SQLAlchemyError, OSError, UnicodeEncodeError) as e:
+    except (exc.SQLAlchemyError, sqlite3.Error, OSError, UnicodeEncodeError) as e:
         message = f"store: {op} failed on {safe_url(url)}: {_describe(e)}"
         with contextlib.suppress(ConfigError):
             password = _parse(url).password

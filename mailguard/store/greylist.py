@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.pool import PoolProxiedConnection
 
 from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
@@ -52,7 +53,8 @@ class GreylistStore:
         """
         with translate_errors("greylist update", self._engine.url):
             entry, client = await self._db.read(
-                lambda conn: _read(conn, client_key, sender, rcpt, lock=False))
+                lambda conn: _read(conn, client_key, sender, rcpt, lock=False),
+                raw=lambda conn: _read_raw(conn, client_key, sender, rcpt))
             new_entry, new_client, result = decide(entry, client)
             if new_entry is None and new_client is None:
                 return result
@@ -136,6 +138,24 @@ def _read(conn: Connection, client_key: str, sender: str, rcpt: str, *,
         q_entry, q_client = q_entry.with_for_update(), q_client.with_for_update()
     row = conn.execute(q_entry).first()
     crow = conn.execute(q_client).first()
+    return (TripletState(row[0], row[1], row[2], row[3]) if row else None,
+            ClientState(crow[0], crow[1], crow[2]) if crow else None)
+
+
+# `_read` as plain SQL for SQLite files (Database.read: the per-RCPT lookup)
+_RAW_ENTRY = ("SELECT first_seen, last_seen, passed_ts, deferrals FROM greylist "
+              "WHERE client_key = ? AND sender = ? AND rcpt = ?")
+_RAW_CLIENT = "SELECT passes, first_seen, last_seen FROM greylist_client WHERE client_key = ?"
+
+
+def _read_raw(conn: PoolProxiedConnection, client_key: str, sender: str,
+              rcpt: str) -> tuple[TripletState | None, ClientState | None]:
+    cur = conn.cursor()
+    try:
+        row = cur.execute(_RAW_ENTRY, (client_key, sender, rcpt)).fetchone()
+        crow = cur.execute(_RAW_CLIENT, (client_key,)).fetchone()
+    finally:
+        cur.close()
     return (TripletState(row[0], row[1], row[2], row[3]) if row else None,
             ClientState(crow[0], crow[1], crow[2]) if crow else None)
 
