@@ -97,7 +97,7 @@ async def _run(args: argparse.Namespace, db: Database, expires_s: int | None) ->
         print(f"{entry.action} {entry.network}{until}")
         return 0
     if args.override_command == "remove":
-        if await repo.remove(args.network):
+        if await repo.remove(args.network, now=now):
             print(f"removed {args.network}")
             return 0
         print(f"mailguard: no override for {args.network}", file=sys.stderr)

@@ -1,6 +1,12 @@
 """Per-IP/network overrides (table `ip_override`): "allow" beats every DNS blocklist,
-"deny" blocks. Managed by `mailguard override add|list|remove`; read by the checks
-through `OverrideCache`, so a connection costs at most one query (usually none).
+"deny" blocks. Managed by `mailguard override add|list|remove` (and the admin page);
+read by the checks through `OverrideCache`.
+
+"At once on every host": `add`/`remove` also write a new generation token
+(`mailguard_setting` row `overrides_generation`) in the same transaction; each lookup
+reads that one row (a primary-key read, on SQLite a plain sqlite3 query of a few µs plus
+a thread hand-off) and reloads the table only when it changed. Rows edited by hand
+without the token are picked up within `refresh_s`.
 
 One entry per network (`add` replaces); the most specific network matching a client wins;
 expired entries are kept (the admin sees them in `list`) but never match.
@@ -11,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from sqlalchemy import delete, select
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from mailguard.clock import Clock
@@ -24,7 +32,7 @@ from mailguard.errors import TemporaryError
 from mailguard.netaddr import plain_ip
 from mailguard.store.database import Database
 from mailguard.store.engine import translate_errors
-from mailguard.store.models import IpOverride
+from mailguard.store.models import IpOverride, Setting
 
 log = logging.getLogger("mailguard.overrides")
 
@@ -33,6 +41,8 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 OverrideAction = Literal["allow", "deny"]
 REFRESH_S = 5.0  # how stale the daemon's copy of the table may be
 MAX_STALE_S = 300.0  # past this, a store that cannot be read is an error (not old data)
+GENERATION_KEY = "overrides_generation"  # mailguard_setting row changed with every edit
+_RAW_GENERATION = "SELECT value FROM mailguard_setting WHERE key = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +116,30 @@ class OverrideStore:
                 row = IpOverride(network=net, action=action, reason=reason, created_ts=now,
                                  expires_ts=expires_ts, created_by=created_by)
                 s.add(row)
+                await s.execute(self._bump(now))
         return _to_override(row)
 
-    async def remove(self, network: str) -> bool:
+    async def remove(self, network: str, *, now: float) -> bool:
         """Delete the entry for `network`; False when there was none."""
         net = canonical_network(network)
         with translate_errors("removing override", self._engine.url):
             async with self._db.session() as s:
                 result = await s.execute(delete(IpOverride).where(IpOverride.network == net))
+                await s.execute(self._bump(now))
         return cast("CursorResult[Any]", result).rowcount > 0
+
+    async def generation(self) -> str:
+        """The token `add`/`remove` change ("" before the first edit)."""
+        with translate_errors("reading overrides generation", self._engine.url):
+            return await self._db.read(_generation, raw=_generation_raw)
+
+    def _bump(self, now: float) -> Any:
+        """A new generation token, written with the edit."""
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        token = secrets.token_hex(8)
+        stmt = dialect.insert(Setting).values(key=GENERATION_KEY, value=token, updated_ts=now)
+        return stmt.on_conflict_do_update(index_elements=["key"],
+                                          set_={"value": token, "updated_ts": now})
 
     async def list(self) -> list[Override]:
         """Every entry, expired ones included, ordered by network text."""
@@ -140,6 +165,7 @@ class OverrideCache:
         self._entries: Sequence[tuple[Network, Override]] = ()
         self._loaded: float | None = None  # clock.monotonic() of the last good load
         self._tried: float | None = None
+        self._generation: str | None = None  # the token the loaded copy was read at
         self._lock = asyncio.Lock()
 
     async def match(self, ip: IP) -> Override | None:
@@ -147,28 +173,55 @@ class OverrideCache:
         return match(self._entries, ip, self._clock.now())
 
     async def _refresh(self) -> None:
-        if self._fresh():
+        try:
+            generation: str | None = await self._store.generation()
+        except TemporaryError as exc:
+            if not self._usable_stale(exc):
+                raise
+            return
+        if self._fresh(generation):
             return
         async with self._lock:
-            if self._fresh():
+            if self._fresh(generation):
                 return  # another connection reloaded it while we waited
             self._tried = self._clock.monotonic()
             try:
                 rows = await self._store.list()
             except TemporaryError as exc:
-                age = None if self._loaded is None else self._tried - self._loaded
-                if age is None or age > self._max_stale_s:
+                if not self._usable_stale(exc):
                     raise
-                log.warning("event=override_reload_failed age_s=%.0f error=%r", age, str(exc))
                 return
             self._entries = list(_parsed(rows))
             self._loaded = self._tried
+            self._generation = generation
 
-    def _fresh(self) -> bool:
+    def _usable_stale(self, exc: TemporaryError) -> bool:
+        """After a failed read: True (logged) when the copy we have may still serve."""
         now = self._clock.monotonic()
-        return self._tried is not None and now - self._tried < self._refresh_s and (
-            self._loaded is not None
-        )
+        age = None if self._loaded is None else now - self._loaded
+        if age is None or age > self._max_stale_s:
+            return False
+        log.warning("event=override_reload_failed age_s=%.0f error=%r", age, str(exc))
+        return True
+
+    def _fresh(self, generation: str | None) -> bool:
+        now = self._clock.monotonic()
+        return (self._loaded is not None and generation == self._generation
+                and self._tried is not None and now - self._tried < self._refresh_s)
+
+
+def _generation(conn: Connection) -> str:
+    value = conn.execute(select(Setting.value).where(Setting.key == GENERATION_KEY)).scalar()
+    return str(value or "")
+
+
+def _generation_raw(conn: Any) -> str:
+    cur = conn.cursor()
+    try:
+        row = cur.execute(_RAW_GENERATION, (GENERATION_KEY,)).fetchone()
+    finally:
+        cur.close()
+    return str(row[0]) if row else ""
 
 
 def _parsed(rows: Iterable[Override]) -> Iterable[tuple[Network, Override]]:

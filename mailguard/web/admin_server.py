@@ -189,7 +189,7 @@ def routes(admin: Admin) -> list[BaseRoute]:
             if what == "remove":
                 network = form.get("network", "")
                 try:
-                    gone = await repo.remove(network)
+                    gone = await repo.remove(network, now=now)
                 except ValueError as exc:
                     raise FormError(str(exc)) from None
                 if not gone:

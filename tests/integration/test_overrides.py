@@ -30,8 +30,8 @@ async def test_add_list_replace_remove(store: Store) -> None:
         ("192.0.2.0/24", "deny", "changed", None),
         ("2001:db8::/32", "deny", "spam", NOW + 60),
     ]
-    assert await repo.remove("192.0.2.0/24") is True
-    assert await repo.remove("192.0.2.0/24") is False
+    assert await repo.remove("192.0.2.0/24", now=NOW) is True
+    assert await repo.remove("192.0.2.0/24", now=NOW) is False
     assert [e.network for e in await repo.list()] == ["2001:db8::/32"]
     with pytest.raises(ValueError, match="host bits"):
         await repo.add("192.0.2.1/24", "allow", now=NOW)
@@ -46,13 +46,36 @@ async def test_cache_matches_refreshes_and_ignores_expired(store: Store) -> None
     client = ipaddress.ip_address("192.0.2.200")
     found = await cache.match(client)
     assert found is not None and found.action == "deny"
-    await repo.remove("192.0.2.0/24")
-    clock.advance(4)  # within refresh_s: the cached copy answers
-    assert (await cache.match(ipaddress.ip_address("192.0.2.1"))) is not None
-    clock.advance(1)  # reloaded: the allow is gone
+    await repo.remove("192.0.2.0/24", now=NOW)
+    # an edit through the store is seen by the next lookup, however fresh the copy
     assert (await cache.match(ipaddress.ip_address("192.0.2.1"))) is None
     clock.advance(30)  # the deny expired: ignored
     assert (await cache.match(client)) is None
+
+
+async def test_cache_sees_every_edit_at_once_and_hand_edits_within_refresh(
+        store: Store) -> None:
+    """Another host's (another OverrideStore's) add/remove changes the generation token:
+    the next lookup reloads. A row written by hand without it waits for refresh_s."""
+    clock = FrozenClock(NOW)
+    cache = OverrideCache(OverrideStore(store.db), clock, refresh_s=5)
+    other_host = OverrideStore(store.db)
+    client = ipaddress.ip_address("198.51.100.7")
+    assert await cache.match(client) is None
+    await other_host.add("198.51.100.0/24", "deny", now=NOW)
+    found = await cache.match(client)
+    assert found is not None and found.action == "deny"
+    await other_host.remove("198.51.100.0/24", now=NOW)
+    assert await cache.match(client) is None
+    async with store.db.transaction() as conn:
+        await conn.execute(text(
+            "INSERT INTO ip_override (network, action, reason, created_ts, created_by) "
+            "VALUES ('198.51.100.0/24', 'allow', 'by hand', 0, '')"))
+    clock.advance(4)
+    assert await cache.match(client) is None  # within refresh_s: the copy answers
+    clock.advance(1)
+    found = await cache.match(client)
+    assert found is not None and found.action == "allow"
 
 
 async def test_cache_keeps_a_recent_copy_when_the_store_fails(tmp_path: Path) -> None:
