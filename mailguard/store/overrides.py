@@ -43,6 +43,7 @@ REFRESH_S = 5.0  # how stale the daemon's copy of the table may be
 MAX_STALE_S = 300.0  # past this, a store that cannot be read is an error (not old data)
 GENERATION_KEY = "overrides_generation"  # mailguard_setting row changed with every edit
 _RAW_GENERATION = "SELECT value FROM mailguard_setting WHERE key = ?"
+GENERATION_WAIT_S = 0.25  # a lookup waits this long for the token, then uses its copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,8 @@ class OverrideStore:
 
 
 class OverrideCache:
-    """The daemon's copy of the table, reloaded when older than `refresh_s`.
+    """The daemon's copy of the table, reloaded when the store's generation token changed
+    (read per lookup) or the copy is older than `refresh_s`.
 
     A failed reload keeps the previous copy (logged) for up to `max_stale_s`; after
     that, or when nothing was ever loaded, it raises TemporaryError (the check's
@@ -166,6 +168,7 @@ class OverrideCache:
         self._loaded: float | None = None  # clock.monotonic() of the last good load
         self._tried: float | None = None
         self._generation: str | None = None  # the token the loaded copy was read at
+        self._generation_task: asyncio.Future[str] | None = None
         self._lock = asyncio.Lock()
 
     async def match(self, ip: IP) -> Override | None:
@@ -174,7 +177,7 @@ class OverrideCache:
 
     async def _refresh(self) -> None:
         try:
-            generation: str | None = await self._store.generation()
+            generation: str | None = await self._generation_now()
         except TemporaryError as exc:
             if not self._usable_stale(exc):
                 raise
@@ -195,6 +198,21 @@ class OverrideCache:
             self._loaded = self._tried
             self._generation = generation
 
+    async def _generation_now(self) -> str:
+        """The store's generation token. One read at a time: lookups that arrive while it
+        runs share it. A store that does not answer within GENERATION_WAIT_S raises
+        TemporaryError, so a hung database costs each connection that long at most
+        while the copy we have may still serve (`_usable_stale`)."""
+        task = self._generation_task
+        if task is None or task.done():
+            task = self._generation_task = asyncio.ensure_future(self._store.generation())
+            task.add_done_callback(_consume)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), GENERATION_WAIT_S)
+        except TimeoutError:
+            raise TemporaryError(
+                f"overrides generation not read within {GENERATION_WAIT_S:g}s") from None
+
     def _usable_stale(self, exc: TemporaryError) -> bool:
         """After a failed read: True (logged) when the copy we have may still serve."""
         now = self._clock.monotonic()
@@ -208,6 +226,12 @@ class OverrideCache:
         now = self._clock.monotonic()
         return (self._loaded is not None and generation == self._generation
                 and self._tried is not None and now - self._tried < self._refresh_s)
+
+
+def _consume(task: asyncio.Future[str]) -> None:
+    """Retrieve a shared read's outcome, so one nobody awaited any more is not reported."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _generation(conn: Connection) -> str:
