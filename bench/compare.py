@@ -23,16 +23,33 @@ first run each Haraka configuration is probed: a client at 127.0.0.2 (listed) is
 refused, a foreign recipient is refused, an unseen client (127.0.0.3) is greylisted, a
 message from 127.0.0.1 reaches the stand-in. After every run the stand-in's count (and
 for Haraka the greylist record's lookup count) must equal the messages sent, or the cell
-says so. Last, mailguard's msg/s over the best Haraka configuration's, per mode.
+says so.
+
+The drop-in rows (--only dropin; --dropin shim,module): ucspi-tcp's `tcpserver -v -c 64
+-R -H -l 0 127.0.0.1 PORT program` runs, per connection, the drop-in for qmail-smtpd —
+the qmail-hooks/qmail-smtpd shim (`python3 -I -S`) or `python3 -m mailguard.lean.smtpd`,
+both with this Python — which hands the connection over the control socket
+(MAILGUARD_CONTROL) to a `mailguard serve` with 1 worker and the mailguard row's
+configuration (its own listener idle). Their CPU is tcpserver's process tree (the
+drop-in processes: tcpserver reaps each, so their CPU is in its cutime/cstime; the run
+waits until all are reaped) plus the daemon's; a second line splits it into the
+drop-in side per connection and the daemon per message, next to the CPU of `python3 -c
+pass` and `python3 -I -S -c pass` (this Python, median of 20 runs), printed once. Before
+its first run each drop-in row is probed (a 220 greeting through tcpserver); after
+every run tcpserver's log must show every drop-in process exiting 0 — one per message in
+A and B. Last, mailguard's msg/s (its own listener and the drop-in) over the best Haraka
+configuration's, per mode.
 
     bash contrib/install-deps.sh bench    # gcc, rbldnsd, postfix (never started),
                                           # redis-server (never started), Haraka 3.3.4
     .venv/bin/python bench/compare.py [--messages 4000] [--modes A,B,C] [--workers 1,2]
-                                      [--haraka-nodes 0,2] [--only sink,bare,mailguard,haraka]
+                                      [--haraka-nodes 0,2] [--dropin shim,module]
+                                      [--only sink,bare,mailguard,dropin,haraka]
 
 Haraka needs Node.js >= 20 (not installed by the script) and build/haraka/ (npm ci of
 bench/haraka/, done by the script; --haraka DIR to use another): without them its rows
-say "not installed" and how to install it. Prints a table; asserts nothing.
+say "not installed" and how to install it; the drop-in rows need ucspi-tcp's tcpserver
+(apt-get install ucspi-tcp). Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -40,15 +57,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import smtplib
 import socket
+import stat
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,18 +149,33 @@ def started(argv: list[str], port: int, what: str, **kw: object) -> Iterator[int
         proc.wait(30)
 
 
-def drive(port: int, mode: str, messages: int, pid: int,
-          also: tuple[int, ...] = ()) -> tuple[float, float, int]:
-    """(msg/s, server CPU ms per message, smtp-source's exit status). `also`: more
-    processes whose CPU counts as the server's (Haraka's redis-server)."""
-    before = sum(cpu_s(p) for p in (pid, *also))
+def drive(port: int, mode: str, messages: int, pids: tuple[int, ...],
+          settle: Callable[[], None] = lambda: None) -> tuple[float, list[float], int]:
+    """(msg/s, CPU ms of each of `pids` (with its tree) during the run, smtp-source's exit
+    status). `pids`: the server, then more processes whose CPU counts as the server's
+    (Haraka's redis-server, the drop-in's daemon). `settle` runs before each CPU reading
+    (the drop-in: until tcpserver has reaped every drop-in process)."""
+    settle()
+    before = [cpu_s(p) for p in pids]
     t = time.perf_counter()
     res = subprocess.run(["smtp-source", *MODES[mode], "-m", str(messages), "-l", "5120",
                           "-f", SENDER, "-t", RCPT, f"127.0.0.1:{port}"],
                          capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
-    after = sum(cpu_s(p) for p in (pid, *also))
-    return messages / wall, (after - before) * 1000 / messages, res.returncode
+    settle()
+    after = [cpu_s(p) for p in pids]
+    return messages / wall, [(a - b) * 1000 for a, b in zip(after, before, strict=True)], \
+        res.returncode
+
+
+def startup_cpu_ms(argv: list[str], runs: int = 20) -> float:
+    """Median user + system CPU ms of `argv` run to its end (its own rusage)."""
+    samples = []
+    for _ in range(runs):
+        pid = os.posix_spawn(argv[0], argv, os.environ)
+        _, _, usage = os.wait4(pid, 0)
+        samples.append((usage.ru_utime + usage.ru_stime) * 1000)
+    return statistics.median(samples)
 
 
 def mailguard_config(tmp: Path, port: int, dns: str, qq: Path, workers: int) -> Path:
@@ -324,6 +359,14 @@ class System:
     probe: Callable[[int], str] | None = None  # once, before the first warm-up
     counters: dict[str, Callable[[], int]] = field(default_factory=dict)  # +1 per message
     log: Path | None = None
+    # The drop-in: a daemon started first on a port of its own (its CPU counts; the split
+    # line shows the server's tree per connection and the daemon's per message), ready
+    # when backend_ready returns; settle(pid) before each CPU reading; sessions(): the
+    # drop-in processes that exited 0 and those that did not, so far.
+    backend: Callable[[int], list[str]] | None = None
+    backend_ready: Callable[[], None] = lambda: None
+    settle: Callable[[int], None] = lambda pid: None
+    sessions: Callable[[], tuple[int, int]] | None = None
 
 
 def mailguard_argv(tmp: Path, dns: str, qq: Path, store: str,
@@ -357,6 +400,86 @@ def haraka_system(haraka: Path, tmp: Path, nodes: int, *, qq: Path, dns: str, re
                   log=tmp / f"haraka-{nodes}.log")
 
 
+# --- the drop-in under tcpserver -----------------------------------------------------------
+
+DROPIN = {  # --dropin name: (row label, the program tcpserver runs per connection)
+    "shim": ("drop-in, qmail-smtpd shim (-I -S)", [str(ROOT / "qmail-hooks" / "qmail-smtpd")]),
+    "module": ("drop-in, python3 -m mailguard.lean.smtpd",
+               [sys.executable, "-m", "mailguard.lean.smtpd"]),
+}
+TCPSERVER_END = re.compile(rb"^tcpserver: end \d+ status (\d+)$", re.MULTILINE)
+
+
+def tcpserver_ends(log: Path) -> tuple[int, int]:
+    """(drop-in processes that exited 0, those that did not), from tcpserver -v's log
+    (its status is the raw wait status: 256 is exit 1, the drop-in's 421 path)."""
+    ends = TCPSERVER_END.findall(log.read_bytes()) if log.exists() else []
+    ok = ends.count(b"0")
+    return ok, len(ends) - ok
+
+
+def reaped(pid: int) -> None:
+    """Wait (up to 30 s) until tcpserver has reaped every drop-in process: only then is
+    all of their CPU in its cutime/cstime (one exiting between the reading of tcpserver's
+    /proc/PID/stat and its own would be missed; a zombie is still listed as a child)."""
+    deadline = time.monotonic() + 30
+    while children(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def control_ready(path: Path) -> None:
+    """The daemon binds its control socket after its SMTP listeners: wait for it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if stat.S_ISSOCK(path.stat().st_mode):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"the daemon made no control socket at {path}")
+
+
+def probe_dropin(port: int) -> str:
+    """A greeting through tcpserver and the drop-in: 220 only when the daemon took the
+    connection (the drop-in's own answer otherwise is a 421)."""
+    client = smtplib.SMTP(timeout=10)
+    try:
+        code, text = client.connect("127.0.0.1", port)  # (connect() alone takes any code)
+        greeting = f"{code} {text.decode(errors='replace')}"
+        if code != 220:
+            raise SystemExit(f"drop-in probe on port {port}: greeting {greeting}")
+        client.quit()
+    except (smtplib.SMTPException, OSError) as e:
+        raise SystemExit(f"drop-in probe on port {port}: {e}") from None
+    finally:
+        client.close()
+    return f"greeting through tcpserver: {greeting}"
+
+
+def dropin_system(variant: str, tmp: Path, dns: str, qq: Path, store: str) -> System:
+    """tcpserver running the drop-in per connection, in front of `mailguard serve` with 1
+    worker and the mailguard row's configuration (its [control] socket)."""
+    label, program = DROPIN[variant]
+    log = tmp / f"dropin-{variant}.log"
+    control = tmp / "control.sock"  # mailguard_config's [control] socket
+    daemon = mailguard_argv(tmp, dns, qq, store, 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGUARD_", "TCP"))}
+    env.update(MAILGUARD_CONTROL=str(control), MAILGUARD_PYTHON=sys.executable,
+               MAILGUARD_LIB=str(ROOT))
+
+    def backend(port: int) -> list[str]:
+        control.unlink(missing_ok=True)  # control_ready must not find a stale one
+        return daemon(port)
+
+    return System("dropin", label, lambda port: [
+                      "tcpserver", "-v", "-c", "64", "-R", "-H", "-l", "0", "127.0.0.1",
+                      str(port), *program],
+                  env=env, backend=backend, backend_ready=lambda: control_ready(control),
+                  settle=reaped, probe=probe_dropin, sessions=lambda: tcpserver_ends(log),
+                  log=log)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -372,14 +495,22 @@ def main() -> int:
                          "master and N workers; default 0,2)")
     ap.add_argument("--haraka", type=Path, default=ROOT / "build" / "haraka",
                     help="the npm prefix holding Haraka (default build/haraka)")
+    ap.add_argument("--dropin", default="shim,module",
+                    help="the drop-in programs under tcpserver: shim (qmail-hooks/"
+                         "qmail-smtpd, python3 -I -S), module (python3 -m "
+                         "mailguard.lean.smtpd); default both")
     ap.add_argument("--only", default="",
-                    help="comma list of sink, bare, mailguard, haraka (default all)")
+                    help="comma list of sink, bare, mailguard, dropin, haraka (default all)")
     ap.add_argument("--only-mailguard", action="store_true", help="same as --only mailguard")
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",") if w]
     nodes_list = [int(n) for n in args.haraka_nodes.split(",") if n]
     modes = [m for m in args.modes.split(",") if m in MODES]
     only = {"mailguard"} if args.only_mailguard else {k for k in args.only.split(",") if k}
+    dropins = [v for v in args.dropin.split(",") if v]
+    if unknown := [v for v in dropins if v not in DROPIN]:
+        raise SystemExit(f"--dropin: unknown {', '.join(unknown)} (of {', '.join(DROPIN)})")
+    want_dropin = not only or "dropin" in only
     for tool in ("gcc", "rbldnsd", "smtp-source", "smtp-sink"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run {HARAKA_INSTALL}")
@@ -411,7 +542,7 @@ def main() -> int:
         store = f"sqlite+aiosqlite:///{tmp}/mg.db"
         redis: Redis | None = None
         try:
-            if not only or "mailguard" in only:
+            if not only or "mailguard" in only or want_dropin:
                 subprocess.run([python, "-m", "mailguard.cli.main", "db", "upgrade",
                                 "--store", store], check=True, capture_output=True)
             systems = [
@@ -424,6 +555,12 @@ def main() -> int:
                 *(System("mailguard", f"mailguard serve, {n} worker{'s' if n > 1 else ''}",
                          mailguard_argv(tmp, dns, qq, store, n)) for n in workers),
             ]
+            if want_dropin and shutil.which("tcpserver") is not None:
+                systems += [dropin_system(v, tmp, dns, qq, store) for v in dropins]
+            elif want_dropin:
+                systems += [System("dropin", DROPIN[v][0], None, missing="not installed: "
+                                   "tcpserver not found (apt-get install ucspi-tcp)")
+                            for v in dropins]
             if want_haraka and haraka_why is None:
                 redis = Redis(tmp)
                 redis.seed_passed("127.0.0.1")
@@ -446,70 +583,115 @@ def main() -> int:
 
 
 def measure(system: System, mode: str, messages: int, count: Callable[[], int],
-            *, notes: list[str], probe: bool) -> tuple[float | None, str]:
-    """One cell: (msg/s, None when the server did not do the work; the cell's text)."""
+            *, notes: list[str], probe: bool) -> tuple[float | None, str, str]:
+    """One cell: (msg/s, None when the server did not do the work; the cell's text; for
+    the drop-in the split of its CPU, else "")."""
     port = free_port()
     out = open(system.log, "ab") if system.log else subprocess.DEVNULL  # noqa: SIM115
     try:
         assert system.argv is not None
-        with started(system.argv(port), port, system.label, env=system.env,
-                     stdout=out, stderr=subprocess.STDOUT) as pid:
+        with ExitStack() as stack:
+            daemon: tuple[int, ...] = ()
+            if system.backend is not None:  # started first, stopped last
+                backend_port = free_port()
+                daemon = (stack.enter_context(started(
+                    system.backend(backend_port), backend_port, f"{system.label}: daemon",
+                    stdout=out, stderr=subprocess.STDOUT)),)
+                system.backend_ready()
+            pid = stack.enter_context(started(system.argv(port), port, system.label,
+                                              env=system.env, stdout=out,
+                                              stderr=subprocess.STDOUT))
             system.ready(pid)
             if probe and system.probe is not None:
                 notes.append(f"{system.label}: {system.probe(port)}")
-            also = system.also()
-            drive(port, mode, 50, pid, also)  # warm up (and pass the greylist)
+            pids = (pid, *daemon, *system.also())
+
+            def settle() -> None:
+                system.settle(pid)
+
+            drive(port, mode, 50, pids, settle)  # warm up (and pass the greylist)
             before = {k: c() for k, c in system.counters.items()}
             queued = count()
-            rate, cpu, rc = drive(port, mode, messages, pid, also)
+            ends = system.sessions() if system.sessions is not None else (0, 0)
+            rate, cpu, rc = drive(port, mode, messages, pids, settle)
             lost = [f"{k} {c() - before[k]}/{messages}" for k, c in system.counters.items()
                     if c() - before[k] != messages]
             if system.queues and count() - queued != messages:
                 lost.insert(0, f"queued {count() - queued}/{messages}")
+            served = failed = 0
+            if system.sessions is not None:
+                now = system.sessions()
+                served, failed = now[0] - ends[0], now[1] - ends[1]
+                if failed:
+                    lost.append(f"{failed} drop-in processes did not exit 0 (see {system.log})")
+                if mode != "C" and served != messages:
+                    lost.append(f"drop-in sessions served {served}/{messages}")
     except SystemExit as e:
         tail = system.log.read_text(errors="replace").splitlines()[-8:] if system.log else []
         notes.append(f"{system.label}, mode {mode}: FAILED: {e}" +
                      "".join(f"\n    {line}" for line in tail))
-        return None, "FAILED"
+        return None, "FAILED", ""
     finally:
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
-    cell = f"{rate:8.0f} ({cpu:5.2f})"
+    cell = f"{rate:8.0f} ({sum(cpu) / messages:5.2f})"
+    split = ""
+    if system.backend is not None:
+        connections = served + failed or messages
+        split = f"{cpu[0] / connections:6.2f} + {cpu[1] / messages:5.2f}"
+        if mode == "C":
+            notes.append(f"{system.label}, mode C: {connections} connections, so "
+                         f"{messages / connections:.0f} messages per drop-in process")
     if rc != 0:
         notes.append(f"{system.label}, mode {mode}: smtp-source exited {rc}")
     if lost:
         notes.append(f"{system.label}, mode {mode}: " + ", ".join(lost))
-    return (rate, cell) if rc == 0 and not lost else (None, cell + " !")
+    return (rate, cell, split) if rc == 0 and not lost else (None, cell + " !", split)
 
 
 def run(systems: list[System], modes: list[str], messages: int,
         count: Callable[[], int]) -> None:
+    width = max([42, *(len(s.label) + 3 for s in systems)])
+    if any(s.key == "dropin" and s.argv is not None for s in systems):
+        python = [sys.executable, "-c", "pass"]
+        print(f"per process, CPU ms (median of 20) of {sys.executable}: -c pass "
+              f"{startup_cpu_ms(python):.1f}, -I -S -c pass "
+              f"{startup_cpu_ms([python[0], '-I', '-S', *python[1:]]):.1f}")
     print(f"{messages} messages of 5 KB per mode; msg/s (server CPU ms per message); "
           "! = see the notes below")
-    print(f"{'system':42}" + "".join(f"{m:>20}" for m in modes), flush=True)
+    print(f"{'system':{width}}" + "".join(f"{m:>20}" for m in modes), flush=True)
     rates: dict[str, dict[str, float]] = {}
+    ours: list[str] = []  # mailguard's rows (its own listener, the drop-in)
     notes: list[str] = []
     for system in systems:
         if system.argv is None:
-            print(f"{system.label:42}  {system.missing}", flush=True)
+            print(f"{system.label:{width}}  {system.missing}", flush=True)
             continue
         cells: list[str] = []
+        splits: list[str] = []
         for mode in modes:
             if cells and cells[0] == "FAILED" and system.probe is not None:
                 cells.append("-")  # its probe or its start failed: not measured
+                splits.append("")
                 continue
-            rate, cell = measure(system, mode, messages, count, notes=notes, probe=not cells)
+            rate, cell, split = measure(system, mode, messages, count, notes=notes,
+                                        probe=not cells)
             cells.append(cell)
+            splits.append(split)
             if rate is not None:
                 rates.setdefault(system.label, {})[mode] = rate
-        print(f"{system.label:42}" + "".join(f"{c:>20}" for c in cells), flush=True)
+                if system.key in ("mailguard", "dropin") and system.label not in ours:
+                    ours.append(system.label)
+        print(f"{system.label:{width}}" + "".join(f"{c:>20}" for c in cells), flush=True)
+        if any(splits):
+            print(f"{'  drop-in ms/conn + daemon ms/msg':{width}}"
+                  + "".join(f"{c:>20}" for c in splits), flush=True)
     haraka = {m: max((r[m] for k, r in rates.items() if k.startswith("Haraka") and m in r),
                      default=0.0) for m in modes}
-    mailguard = [k for k in rates if k.startswith("mailguard")]
-    if mailguard and any(haraka.values()):
+    if ours and any(haraka.values()):
         print("mailguard / best Haraka (target >= 1.5)")
-        for k in mailguard:
-            print(f"{'  ' + k:42}" + "".join(
+        for k in ours:
+            print(f"{'  ' + k:{width}}" + "".join(
                 f"{rates[k][m] / haraka[m]:19.2f}x" if haraka[m] and m in rates[k]
                 else f"{'-':>20}" for m in modes))
     for note in notes:
