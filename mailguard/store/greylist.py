@@ -54,7 +54,8 @@ class GreylistStore:
         with translate_errors("greylist update", self._engine.url):
             entry, client = await self._db.read(
                 lambda conn: _read(conn, client_key, sender, rcpt, lock=False),
-                raw=lambda conn: _read_raw(conn, client_key, sender, rcpt))
+                raw=lambda conn: _read_raw(conn, client_key, sender, rcpt),
+                pg=lambda conn: _read_pg(conn, client_key, sender, rcpt))
             new_entry, new_client, result = decide(entry, client)
             if new_entry is None and new_client is None:
                 return result
@@ -158,6 +159,20 @@ def _read_raw(conn: PoolProxiedConnection, client_key: str, sender: str,
         cur.close()
     return (TripletState(row[0], row[1], row[2], row[3]) if row else None,
             ClientState(crow[0], crow[1], crow[2]) if crow else None)
+
+
+# `_read` as one statement for asyncpg (PostgreSQL: one round trip, no transaction)
+_PG_READ = ("SELECT g.first_seen, g.last_seen, g.passed_ts, g.deferrals, c.passes, "
+            "c.first_seen, c.last_seen FROM (SELECT 1) AS one "
+            "LEFT JOIN greylist g ON g.client_key = $1 AND g.sender = $2 AND g.rcpt = $3 "
+            "LEFT JOIN greylist_client c ON c.client_key = $1")
+
+
+async def _read_pg(conn: Any, client_key: str, sender: str,
+                   rcpt: str) -> tuple[TripletState | None, ClientState | None]:
+    r = await conn.fetchrow(_PG_READ, client_key, sender, rcpt)
+    return (TripletState(r[0], r[1], r[2], r[3]) if r[0] is not None else None,
+            ClientState(r[4], r[5], r[6]) if r[4] is not None else None)
 
 
 def _write(conn: Connection, client_key: str, sender: str, rcpt: str, decide: Decide[T]) -> T:
