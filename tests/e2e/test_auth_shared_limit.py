@@ -43,6 +43,17 @@ def parallel_auth(daemons: list[Daemon], source: str, n: int = 20) -> list[bytes
             c.close()
 
 
+def login(d: Daemon, source: str) -> bytes:
+    """One session from `source` logging in with the right password: the AUTH reply."""
+    c = Client(*d.addresses[0], source=source)
+    try:
+        c.reply()
+        c.cmd("EHLO client.test")
+        return c.cmd(f"AUTH PLAIN {plain('good', 'secret')}")
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_parallel_attempts_over_two_daemons_share_one_limit(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest,
@@ -60,24 +71,12 @@ def test_parallel_attempts_over_two_daemons_share_one_limit(
         assert len(record.read_bytes().splitlines()) <= LIMIT  # the backend, both daemons
         # the address stays locked on both daemons, the right password included
         for d in make_daemon:
-            c = Client(*d.addresses[0], source="127.0.0.56")
-            try:
-                c.reply()
-                c.cmd("EHLO client.test")
-                assert c.cmd(f"AUTH PLAIN {plain('good', 'secret')}") == TOO_MANY
-            finally:
-                c.close()
+            assert login(d, "127.0.0.56") == TOO_MANY
         assert len(record.read_bytes().splitlines()) <= LIMIT
         # another address is not locked, and a success gives its reservation back
         for _ in range(LIMIT + 2):
             for d in make_daemon:
-                c = Client(*d.addresses[0], source="127.0.0.57")
-                try:
-                    c.reply()
-                    c.cmd("EHLO client.test")
-                    assert c.cmd(f"AUTH PLAIN {plain('good', 'secret')}") == OK
-                finally:
-                    c.close()
+                assert login(d, "127.0.0.57") == OK
 
 
 def test_two_workers_share_one_limit(tmp_path: Path, make_daemon: list[Daemon],
@@ -107,12 +106,6 @@ def test_a_store_that_cannot_count_refuses_with_454(
 
     with sqlite3.connect(db) as conn:  # the table is gone: every count fails
         conn.execute("DROP TABLE auth_attempt")
-    c = Client(*d.addresses[0], source="127.0.0.59")
-    try:
-        c.reply()
-        c.cmd("EHLO client.test")
-        assert c.cmd(f"AUTH PLAIN {plain('good', 'secret')}") == TEMPORARY
-    finally:
-        c.close()
+    assert login(d, "127.0.0.59") == TEMPORARY
     assert not record.exists()
     d.wait_log("result=tempfail")
