@@ -51,18 +51,19 @@ def main() -> int:
                 "--store", store]
         try:
             with compare.started(argv, port, "mailguard serve") as pid:
-                compare.drive(port, args.mode, 50, pid)
+                compare.drive(port, args.mode, 50, (pid,))
                 rec = subprocess.Popen([spy, "record", "-o", str(out), "-f", "flamegraph",
                                         "-r", "200", "--pid", str(pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
-                rate, cpu, _ = compare.drive(port, args.mode, args.messages, pid)
+                rate, cpu, _ = compare.drive(port, args.mode, args.messages, (pid,))
                 rec.send_signal(2)
                 rec.wait(60)
         finally:
             rbl.terminate()
             rbl.wait(10)
-    print(f"mode {args.mode}: {rate:.0f} msg/s, {cpu:.2f} ms CPU per message; {out}")
+    print(f"mode {args.mode}: {rate:.0f} msg/s, {cpu[0] / args.messages:.2f} ms CPU per message; "
+          f"{out}")
     return 0
 
 
