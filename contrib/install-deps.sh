@@ -7,7 +7,9 @@
 # configuration" and never started; gcc for the qmail-queue stand-in; redis-server, never
 # started as a service, for Haraka's greylist; and Haraka 3.3.4 from npm into
 # build/haraka/, pinned by bench/haraka/package-lock.json, when Node.js >= 20 and npm are
-# there: the script does not install Node). Idempotent: a machine that
+# there: the script does not install Node). At the end, with a C compiler there, it
+# builds the compiled qmail-smtpd drop-in (contrib/shim/build.sh ->
+# qmail-hooks/bin/mailguard-smtpd; without one the Python shim stays). Idempotent: a machine that
 # already has everything does no apt or npm work at all. Package scripts start no daemons, and
 # services this install enabled are disabled again (mailguard runs its own instances).
 set -euo pipefail
@@ -41,14 +43,17 @@ commands=(clamd sigtool spamd swaks)
 if [ "$PROFILE" = all ]; then
     packages+=(clamdscan spamc libdbd-pg-perl rbldnsd bind9-dnsutils ucspi-tcp socat stunnel4)
     commands+=(clamdscan spamc rbldnsd tcpserver dig socat stunnel4)
+    # the compiled qmail-smtpd drop-in and its tests (tests/e2e/test_dropin_native_shim.py)
+    packages+=(gcc libc6-dev)
+    commands+=(gcc)
 fi
 if [ "$PROFILE" = all ]; then  # the web page's browser tests (Selenium drives them)
     packages+=(chromium chromium-driver)
     commands+=(chromium chromedriver)
 fi
 if [ "$BENCH" -eq 1 ]; then
-    packages+=(postfix gcc libc6-dev redis-server)
-    commands+=(smtp-source smtp-sink gcc redis-server)
+    packages+=(postfix redis-server)  # gcc (the qmail-queue stand-in): in `all`
+    commands+=(smtp-source smtp-sink redis-server)
 fi
 
 # Haraka for bench/compare.py: npm ci of the pinned bench/haraka/ into build/haraka/ (git
@@ -82,11 +87,24 @@ install_haraka() {
     (cd "$HARAKA_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 }
 
+# The compiled qmail-smtpd drop-in, built as the invoking user when a compiler is there
+# (build.sh does nothing when the binary is newer than its source).
+build_shim() {
+    if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+        log "no C compiler (cc, gcc): qmail-hooks/qmail-smtpd keeps using the Python shim"
+        return 0
+    fi
+    "$ROOT/contrib/shim/build.sh" || log "building the compiled qmail-smtpd shim failed: the Python shim stays in use"
+}
+
 missing=()
 for cmd in "${commands[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("command:$cmd")
 done
 [ -f /usr/share/clamav-testfiles/clam.exe ] || missing+=("file:clam.exe (clamav-testfiles)")
+if [ "$PROFILE" = all ]; then
+    [ -f /usr/include/stdio.h ] || missing+=("file:/usr/include/stdio.h (libc6-dev)")
+fi
 # Perl DBD drivers for spamd's SQL user preferences.
 perl -MDBD::SQLite -e1 >/dev/null 2>&1 || missing+=("perl:DBD::SQLite")
 if [ "$PROFILE" = all ]; then
@@ -105,6 +123,7 @@ fi
 if [ "${#missing[@]}" -eq 0 ]; then
     log "all system dependencies present; nothing to do"
     install_haraka
+    build_shim
     exit 0
 fi
 
@@ -201,4 +220,5 @@ if id debian-spamd >/dev/null 2>&1 && [ -d /var/lib/spamassassin/sa-update-keys 
 fi
 
 install_haraka
+build_shim
 log "done"

@@ -76,6 +76,11 @@ def decode(line: bytes) -> Message:
             raise ValueError("expected one JSON object")
     except (ValueError, IndexError, RecursionError) as exc:  # deep nesting: not ours
         raise ProtocolError(f"bad message: {exc}") from None
+    except SystemError:
+        # _json.scanstring on a bad escape or a raw control character wants to raise
+        # json's JSONDecodeError; in a lean process `json` is not imported, and it fails
+        # with "returned NULL without setting an exception" instead
+        raise ProtocolError("bad message: malformed string") from None
     return obj
 
 
