@@ -403,7 +403,11 @@ def haraka_system(haraka: Path, tmp: Path, nodes: int, *, qq: Path, dns: str, re
 # --- the drop-in under tcpserver -----------------------------------------------------------
 
 DROPIN = {  # --dropin name: (row label, the program tcpserver runs per connection)
-    "shim": ("drop-in, qmail-smtpd shim (-I -S)", [str(ROOT / "qmail-hooks" / "qmail-smtpd")]),
+    # qmail-hooks/qmail-smtpd execs the compiled shim when contrib/shim/build.sh built it
+    "shim": ("drop-in, qmail-hooks/qmail-smtpd (compiled)"
+             if os.access(ROOT / "qmail-hooks" / "bin" / "mailguard-smtpd", os.X_OK)
+             else "drop-in, qmail-hooks/qmail-smtpd (Python -I -S)",
+             [str(ROOT / "qmail-hooks" / "qmail-smtpd")]),
     "module": ("drop-in, python3 -m mailguard.lean.smtpd",
                [sys.executable, "-m", "mailguard.lean.smtpd"]),
 }
